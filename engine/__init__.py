@@ -1,0 +1,1 @@
+"""LLM inference behind one vLLM-compatible interface (floor 1)."""

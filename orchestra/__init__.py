@@ -1,0 +1,1 @@
+"""Composition layer (floor 4)."""

@@ -1,0 +1,1 @@
+"""How to ask: prompt templates, chains, AMA, Embroid, Evaporate (floor 2)."""

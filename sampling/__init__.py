@@ -1,0 +1,1 @@
+"""Repeated sampling, verifiers, selection and Archon (floor 3)."""
