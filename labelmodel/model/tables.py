@@ -88,10 +88,15 @@ class TableModel(LabelModelBase):
 
     @property
     def accuracies_(self) -> np.ndarray:
-        """(m,) estimated P(LF j is right | LF j votes), averaged over classes with the class balance."""
-        conf = self.confusion_
-        diag = np.einsum("jyy->jy", conf)
-        return diag @ self.class_balance_
+        """(m,) estimated P(LF j is right | LF j votes) = sum_y P(Y=y, vote=y) / P(vote), from the model."""
+        p = self.class_balance_
+        if hasattr(self, "log_table_"):
+            m, k = self.n_lfs_, self.cardinality_
+            joint = np.exp(self.log_table_).reshape(m, k, k) * p[None, None, :]
+            return np.einsum("jyy->j", joint) / joint.sum(axis=(1, 2))
+        k = self.log_correct_.shape[1]
+        right = np.exp(self.log_correct_) @ p
+        return right / (right + (k - 1) * (np.exp(self.log_wrong_) @ p))
 
     def get_weights(self) -> np.ndarray:
         """Per-LF accuracies, the name Snorkel users expect."""

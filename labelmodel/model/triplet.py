@@ -16,7 +16,7 @@ import logging
 import numpy as np
 
 from labelmodel.errors import LabelModelError
-from labelmodel.inference import pair_statistics
+from labelmodel.inference import pair_statistics, second_moments
 from labelmodel.matrix import LabelMatrix
 from labelmodel.model.tables import TableModel, resolve_dependencies
 
@@ -37,6 +37,9 @@ class Triplet(TableModel):
         Correlated LF pairs never share a triplet, and each correlated group counts as one source.
     default_accuracy : float
         Accuracy assumed for an LF that takes part in no usable triplet.
+    model_abstains : bool
+        For k = 2: fit the class-conditional model with abstains as an outcome (see
+        :func:`binary_moments_model`), which single-polarity LFs need. For k > 2 the symmetric model is used.
     seed : int
     """
 
@@ -47,9 +50,11 @@ class Triplet(TableModel):
         max_triplets: int = 200,
         dependencies: object = None,
         default_accuracy: float = 0.7,
+        model_abstains: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__(cardinality=cardinality, seed=seed)
+        self.model_abstains = model_abstains
         self.min_overlap = min_overlap
         self.max_triplets = max_triplets
         self.dependencies = dependencies
@@ -60,6 +65,16 @@ class Triplet(TableModel):
             raise LabelModelError(f"default_accuracy must lie in (0, 1), got {self.default_accuracy}")
         self.dependencies_, self.lf_weights_ = resolve_dependencies(self.dependencies, lm, self.seed)
         k, m = lm.cardinality, lm.m
+        for name in ("log_table_", "log_correct_", "log_wrong_", "log_abstain_"):
+            self.__dict__.pop(name, None)
+        if k == 2 and self.model_abstains and m >= 3:
+            p1 = 0.5 if class_balance is None else float(class_balance[1])
+            table, log_abstain = binary_moments_model(lm, p1, self.dependencies_, self.min_overlap)
+            self.log_table_, self.log_abstain_ = table, log_abstain
+            prior = class_balance if class_balance is not None else np.full(2, 0.5)
+            self.log_prior_ = np.log(prior)
+            self.triplet_accuracy_ = self.accuracies_
+            return
         both, agree = pair_statistics(lm)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(both > 0, agree / np.maximum(both, 1), np.nan)
@@ -96,6 +111,80 @@ class Triplet(TableModel):
         self.log_wrong_ = np.repeat(np.log((1.0 - acc) / (k - 1.0))[:, None], k, axis=1)
         prior = class_balance if class_balance is not None else np.full(k, 1.0 / k)
         self.log_prior_ = np.log(prior)
-        self.__dict__.pop("log_table_", None)
 
     _learned_arrays = TableModel._learned_arrays + ("triplet_accuracy_",)
+
+
+def binary_moments_model(
+    lm: LabelMatrix, p1: float, dependencies: np.ndarray, min_overlap: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form class-conditional model for k = 2 with abstains, from second moments.
+
+    Encode a vote as s = +1 (class 1), -1 (class 0), 0 (abstain) and a = |s|. With Y = +-1 and LFs
+    independent given Y, E[s_i | Y] = mu_i + nu_i Y and E[a_i | Y] = alpha_i + beta_i Y, so
+        Cov(s_i, s_j) = nu_i nu_j Var(Y),   Cov(a_i, s_j) = beta_i nu_j Var(Y).
+    Triplets give |nu_i| (FlyingSquid's step on covariances instead of raw moments, which is what lets a
+    single-polarity LF, whose mean is far from 0, be estimated); signs follow the covariance signs, oriented
+    so that most LFs are better than random; beta_i / nu_i = Cov(a_i, s_j) / Cov(s_i, s_j) by least squares
+    over j (exactly 1 for a single-polarity LF); then the vote probabilities
+    P(+1 | y) = (E[a|y] + E[s|y]) / 2, P(-1 | y) = (E[a|y] - E[s|y]) / 2, P(abstain | y) = 1 - E[a|y].
+
+    Returns
+    -------
+    log_table : (2m, 2) log P(LF j votes l | Y = y), rows j*2 + l
+    log_abstain : (m, 2) log P(LF j abstains | Y = y)
+    """
+    m = lm.m
+    O = second_moments(lm).reshape(m, 2, m, 2)
+    e0, e1 = np.einsum("iaia->ia", O)[:, 0], np.einsum("iaia->ia", O)[:, 1]
+    Es, Ea = e1 - e0, e1 + e0
+    SS = O[:, 1, :, 1] - O[:, 1, :, 0] - O[:, 0, :, 1] + O[:, 0, :, 0]
+    AS = O[:, 1, :, 1] - O[:, 1, :, 0] + O[:, 0, :, 1] - O[:, 0, :, 0]
+    C = SS - np.outer(Es, Es)
+    D = AS - np.outer(Ea, Es)
+    var_y = 4.0 * p1 * (1.0 - p1)
+    both = O.sum(axis=(1, 3)) * lm.n
+    usable = (both >= min_overlap) & ~np.eye(m, dtype=bool) & (np.abs(C) > 1e-9)
+    for i, j in dependencies:
+        usable[i, j] = usable[j, i] = False
+    g = np.zeros(m)
+    for i in range(m):
+        partners = np.flatnonzero(usable[i])
+        a, b = np.triu_indices(partners.size, 1)
+        pj, pk = partners[a], partners[b]
+        ok = usable[pj, pk]
+        if ok.any():
+            g[i] = float(np.median(np.sqrt(np.abs(C[i, pj[ok]] * C[i, pk[ok]] / C[pj[ok], pk[ok]]))))
+    sign = _orient(C, g, usable)
+    nu = sign * g / np.sqrt(var_y)
+    beta = np.zeros(m)
+    for i in range(m):
+        js = np.flatnonzero(usable[i])
+        if js.size and C[i, js] @ C[i, js] > 0:
+            beta[i] = nu[i] * float(D[i, js] @ C[i, js] / (C[i, js] @ C[i, js]))
+    mean_y = 2.0 * p1 - 1.0
+    mu, alpha = Es - nu * mean_y, Ea - beta * mean_y
+    tables = np.empty((m, 2, 2))
+    abstain = np.empty((m, 2))
+    for y_index, y_sign in ((0, -1.0), (1, 1.0)):
+        es = np.clip(mu + nu * y_sign, -1.0, 1.0)
+        ea = np.clip(alpha + beta * y_sign, np.abs(es), 1.0)
+        probs = np.stack([(ea - es) / 2, (ea + es) / 2, 1.0 - ea], axis=1)
+        probs = np.clip(probs, 1e-4, None)
+        probs /= probs.sum(axis=1, keepdims=True)
+        tables[:, :, y_index] = probs[:, :2]
+        abstain[:, y_index] = probs[:, 2]
+    return np.log(tables).reshape(2 * m, 2), np.log(abstain)
+
+
+def _orient(C: np.ndarray, g: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Signs of nu: the leading eigenvector of the rank-one completed covariance nu nu^T Var(Y), oriented so
+    that the LFs better than random (nu > 0) carry most of the weight."""
+    filled = np.where(usable, C, 0.0)
+    np.fill_diagonal(filled, g**2)
+    _, vectors = np.linalg.eigh(filled)
+    sign = np.sign(vectors[:, -1])
+    sign[sign == 0] = 1.0
+    if (sign * g).sum() < 0:
+        sign = -sign
+    return sign
