@@ -19,6 +19,7 @@ from labelmodel.errors import LabelModelError
 
 _CHUNK_ENTRIES = 1 << 22
 _MAX_POLARITY_TABLE = 1 << 24
+_MAX_LABEL = np.iinfo(np.int32).max - 1
 
 
 @dataclass
@@ -82,20 +83,20 @@ def _check_dense(L: np.ndarray) -> np.ndarray:
 
 def _check_sparse(L: Any) -> sp.csr_array:
     _check_int_dtype(L.dtype, "sparse label matrix")
-    csr = isinstance(L, (sp.csr_array, sp.csr_matrix))
-    if not (csr and L.has_canonical_format):
-        coo = L.tocoo()
-        keys = np.asarray(coo.row, dtype=np.int64) * L.shape[1] + coo.col
-        if np.unique(keys).size != keys.size:
-            raise LabelModelError(
-                "sparse label matrix has duplicate entries for one (row, LF) cell; store one vote per cell "
-                "(absent entry = abstain, stored value = class index)"
-            )
-        L = coo
-    return sp.csr_array(L)
+    csr = sp.csr_array(L)  # a COO input's duplicate cells are summed here and show as a smaller nnz
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    if csr.nnz != L.nnz:
+        raise LabelModelError(
+            "sparse label matrix has duplicate entries for one (row, LF) cell; store one vote per cell "
+            "(absent entry = abstain, stored value = class index)"
+        )
+    return csr
 
 
-def _validate_matrix(L: Any) -> tuple[np.ndarray | sp.csr_array, list[Any] | None]:
+def _validate_matrix(L: Any) -> tuple[np.ndarray | sp.csr_array, list[Any] | None, int]:
+    """Return the checked matrix (dense array or CSR), the DataFrame's column names, and the largest label."""
     names = None
     if isinstance(L, pd.DataFrame):
         names = list(L.columns)
@@ -106,12 +107,6 @@ def _validate_matrix(L: Any) -> tuple[np.ndarray | sp.csr_array, list[Any] | Non
     else:
         L = _check_dense(np.asarray(L))
         values = L
-    if L.dtype == np.uint64:
-        if values.size and values.max() > np.iinfo(np.int64).max:
-            raise LabelModelError(
-                "label matrix has labels above 2**63 - 1; map labels to class indices 0..k-1"
-            )
-        L = L.astype(np.int64)
     n, m = L.shape
     if n == 0 or m == 0:
         raise LabelModelError(
@@ -123,7 +118,15 @@ def _validate_matrix(L: Any) -> tuple[np.ndarray | sp.csr_array, list[Any] | Non
             f"label matrix has {bad.size} entries below -1 (e.g. {int(bad[0])}); votes must be class indices "
             f"0..k-1 and abstain must be -1"
         )
-    return L, names
+    max_label = int(values.max()) if values.size else -1
+    if max_label > _MAX_LABEL:
+        raise LabelModelError(
+            f"label matrix has label {max_label}; votes must be class indices 0..k-1 (at most {_MAX_LABEL}): "
+            f"map raw labels to indices first"
+        )
+    if L.dtype == np.uint64:
+        L = L.astype(np.int64)
+    return L, names, max_label
 
 
 def _validate_gold(Y: Any, n: int) -> np.ndarray:
@@ -168,7 +171,7 @@ class LFAnalysis:
     """
 
     def __init__(self, L: Any, lf_names: Sequence[Any] | None = None) -> None:
-        self._L, frame_names = _validate_matrix(L)
+        self._L, frame_names, self._max_label = _validate_matrix(L)
         self.n, self.m = (int(d) for d in self._L.shape)
         if lf_names is not None:
             names = [getattr(x, "name", x) for x in lf_names]
@@ -182,8 +185,6 @@ class LFAnalysis:
         if len(set(names)) != len(names):
             raise LabelModelError("LF names must be unique; rename the duplicated labeling functions")
         self.lf_names: list[Any] = names
-        values = self._L.data if sp.issparse(self._L) else self._L
-        self._max_label = int(values.max()) if values.size else -1
         self._stats: _Stats | None = None
 
     def _chunks(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:

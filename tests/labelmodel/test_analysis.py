@@ -268,3 +268,10 @@ def test_multiclass_random_matrix_matches_snorkel():
     expected = snorkel_labeling.LFAnalysis(L).lf_summary(Y=Y)
     for col in ["Coverage", "Overlaps", "Conflicts", "Correct", "Incorrect", "Emp. Acc."]:
         np.testing.assert_allclose(got[col].to_numpy(float), expected[col].to_numpy(float), err_msg=col)
+
+
+def test_implausibly_large_labels_are_rejected():
+    with pytest.raises(LabelModelError, match="class indices"):
+        LFAnalysis(np.array([[0, 2**40]]))
+    with pytest.raises(LabelModelError, match="class indices"):
+        LFAnalysis(np.array([[0, 2**63]], dtype=np.uint64))
