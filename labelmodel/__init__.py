@@ -1,7 +1,10 @@
 """Label matrices, labeling functions, LF analysis and label models (floor 1)."""
 
+from labelmodel.analysis import LFAnalysis
+from labelmodel.apply import LFApplier, PandasLFApplier
 from labelmodel.base import LabelModelBase, probs_to_preds
 from labelmodel.errors import LabelModelError
+from labelmodel.lf import LabelingFunction, Record, labeling_function
 from labelmodel.matrix import ABSTAIN, LabelMatrix, as_label_matrix
 from labelmodel.metrics import score_predictions
 from labelmodel.model import DawidSkene, MajorityVote, MatrixCompletion, Triplet, WeightedMajorityVote
@@ -10,15 +13,21 @@ from labelmodel.model.auto import LabelModel
 __all__ = [
     "ABSTAIN",
     "DawidSkene",
+    "LFAnalysis",
+    "LFApplier",
     "LabelMatrix",
     "LabelModel",
     "LabelModelBase",
     "LabelModelError",
+    "LabelingFunction",
     "MajorityVote",
     "MatrixCompletion",
+    "PandasLFApplier",
+    "Record",
     "Triplet",
     "WeightedMajorityVote",
     "as_label_matrix",
+    "labeling_function",
     "probs_to_preds",
     "score_predictions",
 ]
