@@ -30,9 +30,10 @@ class LabelModel(LabelModelBase):
 
     * fewer than 3 LFs: majority vote (no latent-variable model is identifiable), with a warning;
     * otherwise the triplet method: its closed-form estimates have no local optima and no permutation
-      ambiguity, it needs one pass over the data, and an LF whose accuracy cannot be estimated (it overlaps
-      too few others) falls back to a neutral prior, so the model degrades towards majority vote rather
-      than away from it. On WRENCH it is the only model here that never loses to majority vote.
+      ambiguity, and it needs one pass over the data;
+    * unless fewer than half of the LFs can be identified by it (an LF needs two others that it overlaps
+      on enough rows and that overlap each other): then the model would rest mostly on assumed
+      accuracies, and majority vote, which assumes the same for every LF openly, is used instead.
 
     With a dev set (``fit(L, Y_dev=..., L_dev=...)``) every candidate is fitted on L and the one with the
     best dev accuracy is kept. Either way ``chosen_`` names the model and ``reason_`` says why.
@@ -97,15 +98,27 @@ class LabelModel(LabelModelBase):
         elif dev is not None:
             name, reason = self._select_on_dev(lm, class_balance, dev)
         else:
-            name = "triplet"
-            reason = (f"{m} LFs, {k} classes, no dev set: the triplet method (closed form, no local optima, "
-                      "falls back towards majority vote where accuracies are not identifiable)")
+            name, reason = self._select_without_gold(lm, class_balance)
         model = self._candidate(name, k)
         model._fit_validated(lm, class_balance, dev)
         self.model_ = model
         self.chosen_ = name
         self.reason_ = reason
         logger.info("LabelModel chose %s: %s", name, reason)
+
+    def _select_without_gold(self, lm: LabelMatrix, class_balance: np.ndarray | None) -> tuple[str, str]:
+        triplet = self._candidate("triplet", lm.cardinality)
+        triplet._fit_validated(lm, class_balance, None)
+        share = float(np.mean(triplet.identified_))
+        if share < 0.5:
+            return "majority", (
+                f"{lm.m} LFs, {lm.cardinality} classes, no dev set: only {share:.0%} of the LFs overlap enough "
+                "to be identified by the triplet method, so majority vote"
+            )
+        return "triplet", (
+            f"{lm.m} LFs, {lm.cardinality} classes, no dev set: the triplet method identifies {share:.0%} of "
+            "the LFs (closed form, no local optima)"
+        )
 
     def _select_on_dev(self, lm: LabelMatrix, class_balance: np.ndarray | None, dev: tuple) -> tuple[str, str]:
         dev_lm, y_dev = dev

@@ -69,7 +69,9 @@ class Triplet(TableModel):
             self.__dict__.pop(name, None)
         if k == 2 and self.model_abstains and m >= 3:
             p1 = 0.5 if class_balance is None else float(class_balance[1])
-            table, log_abstain = binary_moments_model(lm, p1, self.dependencies_, self.min_overlap)
+            table, log_abstain, self.identified_ = binary_moments_model(
+                lm, p1, self.dependencies_, self.min_overlap, self.default_accuracy
+            )
             self.log_table_, self.log_abstain_ = table, log_abstain
             prior = class_balance if class_balance is not None else np.full(2, 0.5)
             self.log_prior_ = np.log(prior)
@@ -101,6 +103,7 @@ class Triplet(TableModel):
             x[i] = float(np.median(estimates))
         default_x = (k * self.default_accuracy - 1.0) / (k - 1.0)
         missing = np.isnan(x)
+        self.identified_ = ~missing
         if missing.any():
             logger.warning("Triplet: %d of %d LFs share no usable triplet; they get accuracy %.2f",
                            int(missing.sum()), m, self.default_accuracy)
@@ -112,11 +115,11 @@ class Triplet(TableModel):
         prior = class_balance if class_balance is not None else np.full(k, 1.0 / k)
         self.log_prior_ = np.log(prior)
 
-    _learned_arrays = TableModel._learned_arrays + ("triplet_accuracy_",)
+    _learned_arrays = TableModel._learned_arrays + ("triplet_accuracy_", "identified_")
 
 
 def binary_moments_model(
-    lm: LabelMatrix, p1: float, dependencies: np.ndarray, min_overlap: int
+    lm: LabelMatrix, p1: float, dependencies: np.ndarray, min_overlap: int, default_accuracy: float = 0.7
 ) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form class-conditional model for k = 2 with abstains, from second moments.
 
@@ -128,11 +131,14 @@ def binary_moments_model(
     so that most LFs are better than random; beta_i / nu_i = Cov(a_i, s_j) / Cov(s_i, s_j) by least squares
     over j (exactly 1 for a single-polarity LF); then the vote probabilities
     P(+1 | y) = (E[a|y] + E[s|y]) / 2, P(-1 | y) = (E[a|y] - E[s|y]) / 2, P(abstain | y) = 1 - E[a|y].
+    An LF in no usable triplet keeps its observed vote frequencies and gets ``default_accuracy``, so with
+    too little overlap the model reduces to majority vote instead of ignoring the LF.
 
     Returns
     -------
     log_table : (2m, 2) log P(LF j votes l | Y = y), rows j*2 + l
     log_abstain : (m, 2) log P(LF j abstains | Y = y)
+    identified : (m,) bool, True where the LF's parameters came from triplets
     """
     m = lm.m
     O = second_moments(lm).reshape(m, 2, m, 2)
@@ -148,6 +154,7 @@ def binary_moments_model(
     for i, j in dependencies:
         usable[i, j] = usable[j, i] = False
     g = np.zeros(m)
+    estimated = np.zeros(m, dtype=bool)
     for i in range(m):
         partners = np.flatnonzero(usable[i])
         a, b = np.triu_indices(partners.size, 1)
@@ -155,6 +162,7 @@ def binary_moments_model(
         ok = usable[pj, pk]
         if ok.any():
             g[i] = float(np.median(np.sqrt(np.abs(C[i, pj[ok]] * C[i, pk[ok]] / C[pj[ok], pk[ok]]))))
+            estimated[i] = True
     sign = _orient(C, g, usable)
     nu = sign * g / np.sqrt(var_y)
     beta = np.zeros(m)
@@ -170,11 +178,18 @@ def binary_moments_model(
         es = np.clip(mu + nu * y_sign, -1.0, 1.0)
         ea = np.clip(alpha + beta * y_sign, np.abs(es), 1.0)
         probs = np.stack([(ea - es) / 2, (ea + es) / 2, 1.0 - ea], axis=1)
+        freq = np.stack([e0, e1], axis=1)[~estimated]
+        right = np.where(np.arange(2)[None, :] == y_index, default_accuracy, 1.0 - default_accuracy)
+        votes = np.clip(freq * 2.0 * right, 0.0, 1.0)
+        probs[~estimated] = np.concatenate([votes, 1.0 - votes.sum(axis=1, keepdims=True)], axis=1)
         probs = np.clip(probs, 1e-4, None)
         probs /= probs.sum(axis=1, keepdims=True)
         tables[:, :, y_index] = probs[:, :2]
         abstain[:, y_index] = probs[:, 2]
-    return np.log(tables).reshape(2 * m, 2), np.log(abstain)
+    if not estimated.all():
+        logger.warning("Triplet: %d of %d LFs share no usable triplet; they get accuracy %.2f",
+                       int((~estimated).sum()), m, default_accuracy)
+    return np.log(tables).reshape(2 * m, 2), np.log(abstain), estimated
 
 
 def _orient(C: np.ndarray, g: np.ndarray, usable: np.ndarray) -> np.ndarray:
