@@ -99,8 +99,11 @@ class LabelModel(LabelModelBase):
             name, reason = self._select_on_dev(lm, class_balance, dev)
         else:
             name, reason = self._select_without_gold(lm, class_balance)
-        model = self._candidate(name, k)
-        model._fit_validated(lm, class_balance, dev)
+        model = getattr(self, "_fitted_triplet", None) if name == "triplet" else None
+        self.__dict__.pop("_fitted_triplet", None)
+        if model is None:
+            model = self._candidate(name, k)
+            model._fit_validated(lm, class_balance, dev)
         self.model_ = model
         self.chosen_ = name
         self.reason_ = reason
@@ -110,6 +113,7 @@ class LabelModel(LabelModelBase):
         triplet = self._candidate("triplet", lm.cardinality)
         triplet._fit_validated(lm, class_balance, None)
         share = float(np.mean(triplet.identified_))
+        self._fitted_triplet = triplet
         if share < 0.5:
             return "majority", (
                 f"{lm.m} LFs, {lm.cardinality} classes, no dev set: only {share:.0%} of the LFs overlap enough "

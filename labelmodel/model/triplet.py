@@ -40,6 +40,8 @@ class Triplet(TableModel):
     model_abstains : bool
         For k = 2: fit the class-conditional model with abstains as an outcome (see
         :func:`binary_moments_model`), which single-polarity LFs need. For k > 2 the symmetric model is used.
+    balance_steps : int
+        For that binary model without a given class balance: fixed-point steps that estimate P(Y).
     seed : int
     """
 
@@ -51,10 +53,12 @@ class Triplet(TableModel):
         dependencies: object = None,
         default_accuracy: float = 0.7,
         model_abstains: bool = True,
+        balance_steps: int = 5,
         seed: int = 0,
     ) -> None:
         super().__init__(cardinality=cardinality, seed=seed)
         self.model_abstains = model_abstains
+        self.balance_steps = balance_steps
         self.min_overlap = min_overlap
         self.max_triplets = max_triplets
         self.dependencies = dependencies
@@ -68,14 +72,7 @@ class Triplet(TableModel):
         for name in ("log_table_", "log_correct_", "log_wrong_", "log_abstain_"):
             self.__dict__.pop(name, None)
         if k == 2 and self.model_abstains and m >= 3:
-            p1 = 0.5 if class_balance is None else float(class_balance[1])
-            table, log_abstain, self.identified_ = binary_moments_model(
-                lm, p1, self.dependencies_, self.min_overlap, self.default_accuracy
-            )
-            self.log_table_, self.log_abstain_ = table, log_abstain
-            prior = class_balance if class_balance is not None else np.full(2, 0.5)
-            self.log_prior_ = np.log(prior)
-            self.triplet_accuracy_ = self.accuracies_
+            self._fit_binary(lm, class_balance)
             return
         both, agree = pair_statistics(lm)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -115,13 +112,34 @@ class Triplet(TableModel):
         prior = class_balance if class_balance is not None else np.full(k, 1.0 / k)
         self.log_prior_ = np.log(prior)
 
+    def _fit_binary(self, lm: LabelMatrix, class_balance: np.ndarray | None) -> None:
+        """Fit the binary model with abstains; without a given class balance, estimate P(Y = 1) by a few
+        fixed-point steps p <- mean posterior on a row sample (the moments alone do not identify it)."""
+        prior = class_balance if class_balance is not None else np.full(2, 0.5)
+        sample = _row_sample(lm, self.seed)
+        moments = second_moments(lm)
+        for step in range(self.balance_steps + 1):
+            table, log_abstain, self.identified_ = binary_moments_model(
+                moments, lm.n, float(prior[1]), self.dependencies_, self.min_overlap, self.default_accuracy
+            )
+            self.log_table_, self.log_abstain_ = table, log_abstain
+            self.log_prior_ = np.log(prior)
+            if class_balance is not None or step == self.balance_steps:
+                break
+            p1 = float(np.clip(self.predict_proba(sample)[:, 1].mean(), 0.02, 0.98))
+            if abs(p1 - prior[1]) < 1e-3:
+                break
+            prior = np.array([1.0 - p1, p1])
+        self.triplet_accuracy_ = self.accuracies_
+
     _learned_arrays = TableModel._learned_arrays + ("triplet_accuracy_", "identified_")
 
 
 def binary_moments_model(
-    lm: LabelMatrix, p1: float, dependencies: np.ndarray, min_overlap: int, default_accuracy: float = 0.7
+    O: np.ndarray, n: int, p1: float, dependencies: np.ndarray, min_overlap: int, default_accuracy: float = 0.7
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Closed-form class-conditional model for k = 2 with abstains, from second moments.
+    """Closed-form class-conditional model for k = 2 with abstains, from the one-hot second moments O
+    (2m x 2m, see :func:`labelmodel.inference.second_moments`) of n rows.
 
     Encode a vote as s = +1 (class 1), -1 (class 0), 0 (abstain) and a = |s|. With Y = +-1 and LFs
     independent given Y, E[s_i | Y] = mu_i + nu_i Y and E[a_i | Y] = alpha_i + beta_i Y, so
@@ -140,8 +158,8 @@ def binary_moments_model(
     log_abstain : (m, 2) log P(LF j abstains | Y = y)
     identified : (m,) bool, True where the LF's parameters came from triplets
     """
-    m = lm.m
-    O = second_moments(lm).reshape(m, 2, m, 2)
+    m = O.shape[0] // 2
+    O = O.reshape(m, 2, m, 2)
     e0, e1 = np.einsum("iaia->ia", O)[:, 0], np.einsum("iaia->ia", O)[:, 1]
     Es, Ea = e1 - e0, e1 + e0
     SS = O[:, 1, :, 1] - O[:, 1, :, 0] - O[:, 0, :, 1] + O[:, 0, :, 0]
@@ -149,7 +167,7 @@ def binary_moments_model(
     C = SS - np.outer(Es, Es)
     D = AS - np.outer(Ea, Es)
     var_y = 4.0 * p1 * (1.0 - p1)
-    both = O.sum(axis=(1, 3)) * lm.n
+    both = O.sum(axis=(1, 3)) * n
     usable = (both >= min_overlap) & ~np.eye(m, dtype=bool) & (np.abs(C) > 1e-9)
     for i, j in dependencies:
         usable[i, j] = usable[j, i] = False
@@ -190,6 +208,16 @@ def binary_moments_model(
         logger.warning("Triplet: %d of %d LFs share no usable triplet; they get accuracy %.2f",
                        int((~estimated).sum()), m, default_accuracy)
     return np.log(tables).reshape(2 * m, 2), np.log(abstain), estimated
+
+
+def _row_sample(lm: LabelMatrix, seed: int, rows: int = 50_000) -> np.ndarray:
+    dense_rows = lm.codes if not lm.is_sparse else None
+    if lm.n <= rows:
+        return lm.dense()
+    idx = np.sort(np.random.default_rng(seed).choice(lm.n, size=rows, replace=False))
+    if dense_rows is not None:
+        return dense_rows[idx]
+    return LabelMatrix(lm.codes[idx], lm.cardinality, lm.lf_names).dense()
 
 
 def _orient(C: np.ndarray, g: np.ndarray, usable: np.ndarray) -> np.ndarray:
