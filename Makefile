@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
-	$(PY) -m orchestra.cli demo
+	$(VENV)/bin/orchestra demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/labelmodel_quality.py

@@ -52,7 +52,8 @@ def main() -> int:
     print(f"\nmajority vote accuracy:       {mv.score(L, y)['accuracy']:.3f}")
     print(f"LabelModel(auto) accuracy:    {auto.score(L, y)['accuracy']:.3f}  (chose {auto.chosen_}: {auto.reason_})")
     if auto.chosen_ != "majority":
-        print("\nlearned LF accuracies: " + ", ".join(f"{n}={a:.2f}" for n, a in zip(names, auto.accuracies_)))
+        learned = zip(names, auto.accuracies_, strict=True)
+        print("\nlearned LF accuracies: " + ", ".join(f"{n}={a:.2f}" for n, a in learned))
     return 0
 
 

@@ -28,7 +28,7 @@ def population(accuracies, k=2, scale=20_000):
     for y in range(k):
         for votes in itertools.product(range(k), repeat=m):
             p = 1.0 / k
-            for a, v in zip(accuracies, votes):
+            for a, v in zip(accuracies, votes, strict=True):
                 p *= a if v == y else (1 - a) / (k - 1)
             count = int(round(p * scale))
             rows.extend([votes] * count)
@@ -130,7 +130,8 @@ def test_many_lfs_and_many_classes(make):
     k = 1000
     yk = rng.integers(0, k, size=500)
     Lk = np.where(rng.random((500, 8)) < 0.8, yk[:, None], rng.integers(0, k, size=(500, 8)))
-    model = make(cardinality=k).fit(Lk) if make is not DawidSkene else DawidSkene(cardinality=k, confusion="diagonal").fit(Lk)
+    model = DawidSkene(cardinality=k, confusion="diagonal") if make is DawidSkene else make(cardinality=k)
+    model.fit(Lk)
     preds = model.predict(Lk)
     assert (preds == yk).mean() > 0.95
 
