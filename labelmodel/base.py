@@ -150,10 +150,7 @@ class LabelModelBase:
         lm = self._check_fitted(L)
         out = np.empty((lm.n, self.cardinality_), dtype=dtype)
         for start, scores in self._log_joint_chunks(lm):
-            scores -= scores.max(axis=1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=1, keepdims=True)
-            out[start : start + scores.shape[0]] = scores
+            out[start : start + scores.shape[0]] = softmax_rows(scores)
         return out
 
     def predict(
@@ -245,6 +242,18 @@ class LabelModelBase:
             setattr(model, name, value)
         model._restore_extra_state(meta.get("extra_", {}))
         return model
+
+
+def softmax_rows(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of log scores, in place where possible; k = 2 takes the logistic shortcut."""
+    if scores.shape[1] == 2:
+        with np.errstate(over="ignore"):
+            p1 = 1.0 / (1.0 + np.exp(scores[:, 0] - scores[:, 1]))
+        return np.stack([1.0 - p1, p1], axis=1)
+    scores -= scores.max(axis=1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=1, keepdims=True)
+    return scores
 
 
 def _json_default(obj: object) -> object:

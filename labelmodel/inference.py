@@ -23,10 +23,9 @@ def onehot_block(block: np.ndarray, cardinality: int, dense: bool) -> np.ndarray
     rows, m = block.shape
     k = cardinality
     if dense:
-        X = np.zeros((rows, m * k), dtype=np.float32)
-        for c in range(k):
-            X[:, c::k] = block == c
-        return X
+        lookup = np.zeros((k + 1, k), dtype=np.float32)
+        lookup[1:] = np.eye(k, dtype=np.float32)
+        return np.take(lookup, block.astype(np.intp) + 1, axis=0).reshape(rows, m * k)
     voted = block != ABSTAIN
     counts = voted.sum(axis=1)
     indptr = np.zeros(rows + 1, dtype=np.int64)
@@ -81,14 +80,6 @@ def pair_statistics(lm: LabelMatrix) -> tuple[np.ndarray, np.ndarray]:
             same = (block == block[:, j : j + 1]) & (block != ABSTAIN)
             agree[j] += same.sum(axis=0)
     return both, agree
-
-
-def normalize_log(scores: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
-    """Row-wise softmax of log scores, computed stably."""
-    scores = scores - scores.max(axis=1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=1, keepdims=True)
-    return scores.astype(dtype, copy=False)
 
 
 def table_log_joint(X: np.ndarray | sp.csr_matrix, table: np.ndarray, log_prior: np.ndarray) -> np.ndarray:

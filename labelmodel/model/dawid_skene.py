@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from labelmodel.base import softmax_rows
 from labelmodel.errors import LabelModelError
 from labelmodel.inference import DENSE_ONEHOT_MAX_WIDTH, onehot_chunks, table_log_joint
 from labelmodel.matrix import ABSTAIN, LabelMatrix
@@ -100,10 +101,7 @@ class DawidSkene(TableModel):
         else:
             source = self._log_joint_chunks(lm)
         for start, scores in source:
-            scores -= scores.max(axis=1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=1, keepdims=True)
-            q[start : start + scores.shape[0]] = scores
+            q[start : start + scores.shape[0]] = softmax_rows(scores)
         return q
 
     def _expected_counts(self, lm: LabelMatrix, q: np.ndarray, cache: _OnehotCache | None) -> np.ndarray:

@@ -12,6 +12,7 @@ E[l_i l_j] = E[l_i Y] E[l_j Y].
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Triplet(TableModel):
         Accuracy assumed for an LF that takes part in no usable triplet.
     model_abstains : bool
         For k = 2: fit the class-conditional model with abstains as an outcome (see
-        :func:`binary_moments_model`), which single-polarity LFs need. For k > 2 the symmetric model is used.
+        :func:`binary_moments`), which single-polarity LFs need. For k > 2 the symmetric model is used.
     balance_steps : int
         For that binary model without a given class balance: fixed-point steps that estimate P(Y).
     seed : int
@@ -116,13 +117,14 @@ class Triplet(TableModel):
         """Fit the binary model with abstains; without a given class balance, estimate P(Y = 1) by a few
         fixed-point steps p <- mean posterior on a row sample (the moments alone do not identify it)."""
         prior = class_balance if class_balance is not None else np.full(2, 0.5)
+        moments = binary_moments(second_moments(lm), lm.n, self.dependencies_, self.min_overlap)
+        self.identified_ = moments.identified
+        if not moments.identified.all():
+            logger.warning("Triplet: %d of %d LFs share no usable triplet; they get accuracy %.2f",
+                           int((~moments.identified).sum()), lm.m, self.default_accuracy)
         sample = _row_sample(lm, self.seed)
-        moments = second_moments(lm)
         for step in range(self.balance_steps + 1):
-            table, log_abstain, self.identified_ = binary_moments_model(
-                moments, lm.n, float(prior[1]), self.dependencies_, self.min_overlap, self.default_accuracy
-            )
-            self.log_table_, self.log_abstain_ = table, log_abstain
+            self.log_table_, self.log_abstain_ = binary_tables(moments, float(prior[1]), self.default_accuracy)
             self.log_prior_ = np.log(prior)
             if class_balance is not None or step == self.balance_steps:
                 break
@@ -135,10 +137,19 @@ class Triplet(TableModel):
     _learned_arrays = TableModel._learned_arrays + ("triplet_accuracy_", "identified_")
 
 
-def binary_moments_model(
-    O: np.ndarray, n: int, p1: float, dependencies: np.ndarray, min_overlap: int, default_accuracy: float = 0.7
-) -> tuple[np.ndarray, np.ndarray]:
-    """Closed-form class-conditional model for k = 2 with abstains, from the one-hot second moments O
+@dataclass
+class BinaryMoments:
+    """What the binary model needs from the data, independent of the class balance."""
+
+    vote_rates: np.ndarray  # (m, 2) P(LF j votes 0), P(LF j votes 1)
+    strength: np.ndarray  # (m,) |nu_j| * sqrt(Var Y) from triplets
+    sign: np.ndarray  # (m,) +1 when LF j is better than random
+    coverage_ratio: np.ndarray  # (m,) beta_j / nu_j
+    identified: np.ndarray  # (m,) bool: LF j is in a usable triplet
+
+
+def binary_moments(O: np.ndarray, n: int, dependencies: np.ndarray, min_overlap: int) -> BinaryMoments:
+    """Closed-form class-conditional statistics for k = 2 with abstains, from the one-hot second moments O
     (2m x 2m, see :func:`labelmodel.inference.second_moments`) of n rows.
 
     Encode a vote as s = +1 (class 1), -1 (class 0), 0 (abstain) and a = |s|. With Y = +-1 and LFs
@@ -147,32 +158,22 @@ def binary_moments_model(
     Triplets give |nu_i| (FlyingSquid's step on covariances instead of raw moments, which is what lets a
     single-polarity LF, whose mean is far from 0, be estimated); signs follow the covariance signs, oriented
     so that most LFs are better than random; beta_i / nu_i = Cov(a_i, s_j) / Cov(s_i, s_j) by least squares
-    over j (exactly 1 for a single-polarity LF); then the vote probabilities
-    P(+1 | y) = (E[a|y] + E[s|y]) / 2, P(-1 | y) = (E[a|y] - E[s|y]) / 2, P(abstain | y) = 1 - E[a|y].
-    An LF in no usable triplet keeps its observed vote frequencies and gets ``default_accuracy``, so with
-    too little overlap the model reduces to majority vote instead of ignoring the LF.
-
-    Returns
-    -------
-    log_table : (2m, 2) log P(LF j votes l | Y = y), rows j*2 + l
-    log_abstain : (m, 2) log P(LF j abstains | Y = y)
-    identified : (m,) bool, True where the LF's parameters came from triplets
+    over j (exactly 1 for a single-polarity LF).
     """
     m = O.shape[0] // 2
     O = O.reshape(m, 2, m, 2)
-    e0, e1 = np.einsum("iaia->ia", O)[:, 0], np.einsum("iaia->ia", O)[:, 1]
-    Es, Ea = e1 - e0, e1 + e0
+    rates = np.einsum("iaia->ia", O).copy()
+    Es, Ea = rates[:, 1] - rates[:, 0], rates[:, 1] + rates[:, 0]
     SS = O[:, 1, :, 1] - O[:, 1, :, 0] - O[:, 0, :, 1] + O[:, 0, :, 0]
     AS = O[:, 1, :, 1] - O[:, 1, :, 0] + O[:, 0, :, 1] - O[:, 0, :, 0]
     C = SS - np.outer(Es, Es)
     D = AS - np.outer(Ea, Es)
-    var_y = 4.0 * p1 * (1.0 - p1)
     both = O.sum(axis=(1, 3)) * n
     usable = (both >= min_overlap) & ~np.eye(m, dtype=bool) & (np.abs(C) > 1e-9)
     for i, j in dependencies:
         usable[i, j] = usable[j, i] = False
     g = np.zeros(m)
-    estimated = np.zeros(m, dtype=bool)
+    identified = np.zeros(m, dtype=bool)
     for i in range(m):
         partners = np.flatnonzero(usable[i])
         a, b = np.triu_indices(partners.size, 1)
@@ -180,34 +181,48 @@ def binary_moments_model(
         ok = usable[pj, pk]
         if ok.any():
             g[i] = float(np.median(np.sqrt(np.abs(C[i, pj[ok]] * C[i, pk[ok]] / C[pj[ok], pk[ok]]))))
-            estimated[i] = True
-    sign = _orient(C, g, usable)
-    nu = sign * g / np.sqrt(var_y)
-    beta = np.zeros(m)
+            identified[i] = True
+    ratio = np.zeros(m)
     for i in range(m):
         js = np.flatnonzero(usable[i])
         if js.size and C[i, js] @ C[i, js] > 0:
-            beta[i] = nu[i] * float(D[i, js] @ C[i, js] / (C[i, js] @ C[i, js]))
+            ratio[i] = float(D[i, js] @ C[i, js] / (C[i, js] @ C[i, js]))
+    return BinaryMoments(rates, g, _orient(C, g, usable), ratio, identified)
+
+
+def binary_tables(bm: BinaryMoments, p1: float, default_accuracy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vote probabilities of the binary model for class balance P(Y = 1) = p1:
+    P(+1 | y) = (E[a|y] + E[s|y]) / 2, P(-1 | y) = (E[a|y] - E[s|y]) / 2, P(abstain | y) = 1 - E[a|y].
+    An LF in no usable triplet keeps its observed vote rates and gets ``default_accuracy``, so with too
+    little overlap the model reduces to majority vote instead of ignoring the LF.
+
+    Returns
+    -------
+    log_table : (2m, 2) log P(LF j votes l | Y = y), rows j*2 + l
+    log_abstain : (m, 2) log P(LF j abstains | Y = y)
+    """
+    m = bm.strength.shape[0]
+    Es = bm.vote_rates[:, 1] - bm.vote_rates[:, 0]
+    Ea = bm.vote_rates.sum(axis=1)
+    nu = bm.sign * bm.strength / np.sqrt(4.0 * p1 * (1.0 - p1))
+    beta = nu * bm.coverage_ratio
     mean_y = 2.0 * p1 - 1.0
     mu, alpha = Es - nu * mean_y, Ea - beta * mean_y
     tables = np.empty((m, 2, 2))
     abstain = np.empty((m, 2))
+    missing = ~bm.identified
     for y_index, y_sign in ((0, -1.0), (1, 1.0)):
         es = np.clip(mu + nu * y_sign, -1.0, 1.0)
         ea = np.clip(alpha + beta * y_sign, np.abs(es), 1.0)
         probs = np.stack([(ea - es) / 2, (ea + es) / 2, 1.0 - ea], axis=1)
-        freq = np.stack([e0, e1], axis=1)[~estimated]
         right = np.where(np.arange(2)[None, :] == y_index, default_accuracy, 1.0 - default_accuracy)
-        votes = np.clip(freq * 2.0 * right, 0.0, 1.0)
-        probs[~estimated] = np.concatenate([votes, 1.0 - votes.sum(axis=1, keepdims=True)], axis=1)
+        votes = np.clip(bm.vote_rates[missing] * 2.0 * right, 0.0, 1.0)
+        probs[missing] = np.concatenate([votes, 1.0 - votes.sum(axis=1, keepdims=True)], axis=1)
         probs = np.clip(probs, 1e-4, None)
         probs /= probs.sum(axis=1, keepdims=True)
         tables[:, :, y_index] = probs[:, :2]
         abstain[:, y_index] = probs[:, 2]
-    if not estimated.all():
-        logger.warning("Triplet: %d of %d LFs share no usable triplet; they get accuracy %.2f",
-                       int((~estimated).sum()), m, default_accuracy)
-    return np.log(tables).reshape(2 * m, 2), np.log(abstain), estimated
+    return np.log(tables).reshape(2 * m, 2), np.log(abstain)
 
 
 def _row_sample(lm: LabelMatrix, seed: int, rows: int = 50_000) -> np.ndarray:
