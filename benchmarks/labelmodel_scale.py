@@ -1,9 +1,10 @@
 """Label-model speed at scale: fit + predict_proba on synthetic matrices with known truth, ours vs Snorkel.
 
 Every (model, shape) runs in a fresh subprocess so peak RSS is that run's own; times are medians of
-``--repeats`` runs of fit + predict_proba on the same matrix (data generation is not timed). Prints one JSON line per run
-and a table; ``--json OUT`` writes them. Shapes (issue 2): (1M, 50, 2) ours vs Snorkel's LabelModel;
-(300k, 15, 1000) and (10M, 100, 2) ours (Snorkel's dense (m*k)^2 problem is out of reach for k = 1000).
+``--repeats`` runs of fit + predict_proba on the same matrix (data generation is not timed).
+Prints one JSON line per run and a table; ``--json OUT`` writes them.
+Shapes (issue 2): (1M, 50, 2) ours vs Snorkel's LabelModel; (300k, 15, 1000) and (10M, 100, 2) ours
+(Snorkel's dense (m*k)^2 problem is out of reach for k = 1000).
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def run_one(model: str, shape: str, seed: int, repeats: int) -> dict:
     preds = probs.argmax(axis=1)
     acc = float((preds == y).mean())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"model": model, "chosen": chosen, "shape": shape, "n": n, "m": m, "k": k, "repeats": repeats, "fit_s": round(fit_s, 2),
-            "fit_predict_s": round(total_s, 2), "accuracy": round(acc, 4), "peak_rss_mb": round(peak_mb),
-            "data_rss_mb": round(rss_data / 1024)}
+    return {"model": model, "chosen": chosen, "shape": shape, "n": n, "m": m, "k": k, "repeats": repeats,
+            "fit_s": round(fit_s, 2), "fit_predict_s": round(total_s, 2), "accuracy": round(acc, 4),
+            "peak_rss_mb": round(peak_mb), "data_rss_mb": round(rss_data / 1024)}
 
 
 def main() -> None:
