@@ -114,7 +114,8 @@ class LabelModelBase:
                 raise LabelModelError(
                     f"class_balance must be {k} non-negative numbers with a positive sum, got {class_balance!r}"
                 )
-            return np.clip(p / p.sum(), 1e-6, None) / np.clip(p / p.sum(), 1e-6, None).sum()
+            p = np.clip(p / p.sum(), 1e-6, None)
+            return p / p.sum()
         if Y_dev is not None:
             y = dev[1] if dev is not None else np.asarray(Y_dev)
             y = check_gold(y, len(y), k, "Y_dev")

@@ -16,6 +16,7 @@ from labelmodel.model.tables import TableModel, resolve_dependencies
 logger = logging.getLogger(__name__)
 
 _CACHE_BYTES = 512 << 20
+MAX_FULL_TABLE = 50_000_000
 CONFUSIONS = ("full", "diagonal")
 
 
@@ -69,8 +70,13 @@ class DawidSkene(TableModel):
             raise LabelModelError(f"confusion must be one of {CONFUSIONS}, got {self.confusion!r}")
         if self.max_iter < 1 or self.tol <= 0 or self.smoothing < 0:
             raise LabelModelError("need max_iter >= 1, tol > 0 and smoothing >= 0")
-        self.dependencies_, self.lf_weights_ = resolve_dependencies(self.dependencies, lm, self.seed)
         k = lm.cardinality
+        if self.confusion == "full" and lm.m * k * k > MAX_FULL_TABLE:
+            raise LabelModelError(
+                f"full confusion matrices for {lm.m} LFs x {k} x {k} classes need {lm.m * k * k:,} numbers; "
+                "use DawidSkene(confusion='diagonal'), which scales to many classes"
+            )
+        self.dependencies_, self.lf_weights_ = resolve_dependencies(self.dependencies, lm, self.seed)
         for name in ("log_table_", "log_correct_", "log_wrong_"):
             self.__dict__.pop(name, None)
         q = _majority_posteriors(lm)

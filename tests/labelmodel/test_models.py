@@ -203,3 +203,10 @@ def test_declared_dependencies_count_a_copied_lf_once():
     assert aware.score(L, y)["accuracy"] > plain.score(L, y)["accuracy"] + 0.02
     with pytest.raises(LabelModelError, match="invalid"):
         Triplet(dependencies=[(0, 0)]).fit(L)
+
+
+def test_full_confusion_refuses_tables_too_large_and_names_the_fix():
+    L = np.random.default_rng(4).integers(-1, 1000, size=(50, 100))
+    with pytest.raises(LabelModelError, match="confusion='diagonal'"):
+        DawidSkene(cardinality=1000).fit(L)
+    assert np.isfinite(DawidSkene(cardinality=1000, confusion="diagonal").fit(L).predict_proba(L)).all()
