@@ -9,10 +9,17 @@ from labelmodel.matrix import ABSTAIN, LabelMatrix, as_label_matrix
 from labelmodel.metrics import score_predictions
 from labelmodel.model import DawidSkene, MajorityVote, MatrixCompletion, Triplet, WeightedMajorityVote
 from labelmodel.model.auto import LabelModel
+from labelmodel.structure import (
+    DependencyStructure,
+    dependency_components,
+    learn_dependencies,
+    learn_dependency_structure,
+)
 
 __all__ = [
     "ABSTAIN",
     "DawidSkene",
+    "DependencyStructure",
     "LFAnalysis",
     "LFApplier",
     "LabelMatrix",
@@ -27,7 +34,10 @@ __all__ = [
     "Triplet",
     "WeightedMajorityVote",
     "as_label_matrix",
+    "dependency_components",
     "labeling_function",
+    "learn_dependencies",
+    "learn_dependency_structure",
     "probs_to_preds",
     "score_predictions",
 ]
