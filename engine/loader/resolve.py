@@ -1,5 +1,6 @@
 """Model name/path resolution: named models, .gguf files and HF-style folders."""
 
+import functools
 import glob
 import importlib.util
 import logging
@@ -56,8 +57,13 @@ def resolve_model_path(model: str) -> str:
 
 
 def load_model_files(model: str) -> LoadedModel:
-    """Read config, fp32 weights (HF names) and tokenizer of ``model``."""
-    path = resolve_model_path(model)
+    """Read config, fp32 weights (HF names) and tokenizer of ``model`` (the last one read is kept in memory,
+    so building a second engine over the same files skips the dequantization)."""
+    return _load_path(resolve_model_path(model))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_path(path: str) -> LoadedModel:
     if path.endswith(".gguf"):
         from engine.loader.gguf_file import read_gguf
 
@@ -68,5 +74,5 @@ def load_model_files(model: str) -> LoadedModel:
 
         cfg, weights = read_hf_folder(path)
         tokenizer = from_hf_folder(path)
-    logger.info("loaded %s from %s", model, path)
+    logger.info("loaded %s", path)
     return LoadedModel(cfg, weights, tokenizer, path)
