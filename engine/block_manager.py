@@ -1,0 +1,141 @@
+"""Paged KV-cache bookkeeping: ref-counted blocks, chained-hash prefix caching, LRU eviction, forks."""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from engine.sequence import Sequence
+
+
+@dataclass
+class Block:
+    """One fixed-size KV block; ``hash`` is set once it is full and registered in the prefix cache."""
+
+    block_id: int
+    ref_count: int = 0
+    hash: int = -1
+    token_ids: tuple = field(default_factory=tuple)
+
+
+def chain_hash(token_ids: tuple, parent_hash: int) -> int:
+    """Key of a full block: its tokens chained with the key of the block before it."""
+    return hash((parent_hash, token_ids))
+
+
+class BlockManager:
+    """Maps sequences to KV blocks. Free blocks form an LRU queue: never-cached blocks are handed out first,
+    then cached blocks, least recently released first, which evicts them from the prefix cache."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.hash_to_block: dict[int, int] = {}
+        self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.num_hit_tokens = 0
+        self.num_lookup_tokens = 0
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free)
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return (num_tokens + self.block_size - 1) // self.block_size
+
+    def _take_free(self) -> Block:
+        block_id, _ = self.free.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash != -1 and self.hash_to_block.get(block.hash) == block_id:
+            del self.hash_to_block[block.hash]
+        block.hash, block.token_ids, block.ref_count = -1, (), 1
+        return block
+
+    def _register(self, block: Block, token_ids: tuple, parent_hash: int) -> int:
+        h = chain_hash(token_ids, parent_hash)
+        block.hash, block.token_ids = h, token_ids
+        self.hash_to_block[h] = block.block_id
+        return h
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        return self.blocks_needed(len(seq)) <= len(self.free)
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give ``seq`` blocks for all its tokens, reusing cached full blocks of its prefix."""
+        bs = self.block_size
+        cap = seq.logits_from if seq.cacheable and self.enable_prefix_caching else 0
+        parent_hash, missed, cached = -1, False, 0
+        for i in range(self.blocks_needed(len(seq))):
+            tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
+            full = len(tokens) == bs
+            block = None
+            if full and not missed and (i + 1) * bs <= cap:
+                h = chain_hash(tokens, parent_hash)
+                block_id = self.hash_to_block.get(h)
+                if block_id is not None and self.blocks[block_id].token_ids == tokens:
+                    block = self.blocks[block_id]
+                    if block.ref_count == 0:
+                        del self.free[block_id]
+                    block.ref_count += 1
+                    cached += bs
+                    parent_hash = h
+            if block is None:
+                missed = True
+                block = self._take_free()
+                if full and seq.cacheable and self.enable_prefix_caching:
+                    parent_hash = self._register(block, tokens, parent_hash)
+            seq.block_table.append(block.block_id)
+        seq.num_cached_tokens = cached
+        if seq.num_prefix_hit_tokens < 0:
+            seq.num_prefix_hit_tokens = cached
+        self.num_hit_tokens += cached
+        self.num_lookup_tokens += len(seq)
+
+    def can_fork(self, parent: Sequence, child: Sequence) -> bool:
+        shared = len(parent) // self.block_size
+        return self.blocks_needed(len(child)) - shared <= len(self.free)
+
+    def fork(self, parent: Sequence, child: Sequence) -> list[tuple[int, int]]:
+        """Share the computed ``parent``'s full blocks with ``child`` (whose tokens extend the parent's) and
+        copy its partial last block; returns the (src, dst) block copies the runner must do first."""
+        shared = len(parent) // self.block_size
+        copies = []
+        for block_id in parent.block_table[:shared]:
+            self.blocks[block_id].ref_count += 1
+            child.block_table.append(block_id)
+        if len(parent) % self.block_size:
+            block = self._take_free()
+            copies.append((parent.block_table[shared], block.block_id))
+            child.block_table.append(block.block_id)
+        while len(child.block_table) < self.blocks_needed(len(child)):
+            child.block_table.append(self._take_free().block_id)
+        child.num_cached_tokens = len(parent)
+        child.num_prefix_hit_tokens = len(parent)
+        self.num_hit_tokens += len(parent)
+        self.num_lookup_tokens += len(child)
+        return copies
+
+    def deallocate(self, seq: Sequence) -> None:
+        """Release ``seq``'s blocks; cached ones stay findable until evicted."""
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block_id] = None
+                if block.hash == -1:
+                    self.free.move_to_end(block_id, last=False)
+        seq.block_table = []
+        seq.num_cached_tokens = 0
+
+    def can_append(self, seq: Sequence) -> bool:
+        return self.blocks_needed(len(seq)) - len(seq.block_table) <= len(self.free)
+
+    def append(self, seq: Sequence) -> None:
+        """Make room for ``seq``'s newest token; register the block it fills in the prefix cache."""
+        bs = self.block_size
+        if self.blocks_needed(len(seq)) > len(seq.block_table):
+            seq.block_table.append(self._take_free().block_id)
+        if len(seq) % bs == 0 and seq.cacheable and self.enable_prefix_caching:
+            n = len(seq) // bs
+            prev = self.blocks[seq.block_table[n - 2]].hash if n > 1 else -1
+            block = self.blocks[seq.block_table[n - 1]]
+            if block.hash == -1 and (n == 1 or prev != -1):
+                self._register(block, tuple(seq.token_ids[-bs:]), prev)

@@ -1,0 +1,251 @@
+"""``LLM``: the vLLM-compatible facade over the local engine (generate, chat, score, embed, stats)."""
+
+import itertools
+import logging
+import os
+from collections.abc import Sequence as Seq
+
+import numpy as np
+import torch
+
+from engine.config import EngineConfig
+from engine.errors import EngineError
+from engine.llm_engine import LLMEngine
+from engine.loader import load_model_files
+from engine.model_runner import kv_bytes_per_block
+from engine.outputs import ChoiceScore, CompletionOutput, RequestOutput, ScoreOutput
+from engine.sampling_params import SamplingParams
+from engine.sequence import SeqKind, Sequence
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"auto": torch.float32, "float32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
+           "float16": torch.float16, "half": torch.float16}
+Prompt = str | list[int]
+
+
+class LLM:
+    """Load a model once and serve generate/chat/score/embed requests in continuous batches.
+
+    ``model`` is ``"smollm2-135m"``, a ``.gguf`` file or a HF-style folder. ``kv_cache_memory`` is in bytes.
+    """
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        dtype: str | torch.dtype = "auto",
+        device: str = "auto",
+        max_num_seqs: int = 256,
+        max_model_len: int | None = None,
+        kv_cache_memory: int = 1 << 30,
+        seed: int = 0,
+        block_size: int = 16,
+        max_num_batched_tokens: int | None = None,
+        enable_prefix_caching: bool = True,
+    ) -> None:
+        if device not in ("auto", "cpu"):
+            raise EngineError(f"device {device!r} is not supported by the CPU engine; use 'auto' or 'cpu'")
+        torch_dtype = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(dtype)
+        if torch_dtype is None:
+            raise EngineError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        if not isinstance(max_num_seqs, int) or max_num_seqs < 1:
+            raise EngineError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
+        torch.set_num_threads(os.cpu_count() or 1)
+        loaded = load_model_files(model)
+        cfg = loaded.config
+        max_len = max_model_len or min(cfg.max_position_embeddings, 2048)
+        if not isinstance(max_len, int) or not 1 < max_len <= cfg.max_position_embeddings:
+            raise EngineError(f"max_model_len must be in [2, {cfg.max_position_embeddings}], got {max_model_len!r}")
+        num_blocks = int(kv_cache_memory) // kv_bytes_per_block(cfg, block_size, torch_dtype)
+        if num_blocks * block_size < max_len:
+            raise EngineError(
+                f"kv_cache_memory={kv_cache_memory} holds {num_blocks * block_size} tokens, fewer than "
+                f"max_model_len={max_len}; raise kv_cache_memory or lower max_model_len"
+            )
+        self.config = EngineConfig(
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max(max_num_batched_tokens or 2048, max_len),
+            max_model_len=max_len,
+            block_size=block_size,
+            num_blocks=num_blocks,
+            enable_prefix_caching=enable_prefix_caching,
+        )
+        self.engine = LLMEngine(loaded, self.config, torch_dtype)
+        self.tokenizer = loaded.tokenizer
+        self.seed = seed
+        self._ids = itertools.count()
+        self._requests = itertools.count()
+
+    def _tokenize(self, prompt: Prompt, what: str = "prompt") -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt)
+        elif isinstance(prompt, list | tuple) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            vocab = self.engine.model_config.vocab_size
+            if any(t < 0 or t >= vocab for t in prompt):
+                raise EngineError(f"{what} token ids must be in [0, {vocab}), got {list(prompt)[:8]}...")
+            ids = list(prompt)
+        else:
+            raise EngineError(f"{what} must be a string or a list of token ids, got {type(prompt).__name__}")
+        if not ids:
+            raise EngineError(f"{what} is empty; pass at least one token")
+        if len(ids) > self.config.max_model_len - (1 if what == "prompt" else 0):
+            raise EngineError(
+                f"{what} has {len(ids)} tokens, more than max_model_len={self.config.max_model_len} allows; "
+                "shorten it or raise max_model_len"
+            )
+        return ids
+
+    def _generator(self, seed: int | None, index: int) -> torch.Generator:
+        base = seed if seed is not None else self.seed * 1_000_003 + next(self._requests)
+        return torch.Generator().manual_seed((base * 7919 + index) % (1 << 63))
+
+    def generate(
+        self,
+        prompts: Prompt | list[Prompt],
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
+        """Complete each prompt (text or token ids); ``n`` samples per prompt share its KV blocks."""
+        single = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int))
+        prompt_list = [prompts] if single else prompts
+        if not isinstance(prompt_list, Seq) or isinstance(prompt_list, str) or not prompt_list:
+            raise EngineError("prompts must be a non-empty string, token-id list, or list of them")
+        params = sampling_params if sampling_params is not None else SamplingParams()
+        params_list = params if isinstance(params, list) else [params] * len(prompt_list)
+        if len(params_list) != len(prompt_list) or not all(isinstance(p, SamplingParams) for p in params_list):
+            raise EngineError("sampling_params must be one SamplingParams or a list with one per prompt")
+        token_lists = [self._tokenize(p) for p in prompt_list]
+        groups = []
+        for ids, sp in zip(token_lists, params_list):
+            room = self.config.max_model_len - len(ids)
+            seqs = []
+            for j in range(sp.n):
+                seq = Sequence(
+                    next(self._ids), list(ids), SeqKind.GENERATE, sp, logits_from=len(ids) - 1,
+                    generator=None if sp.greedy else self._generator(sp.seed, j),
+                    logprobs=[] if sp.logprobs is not None else None,
+                )
+                seq.params = sp if sp.max_tokens is not None and sp.max_tokens <= room else _capped(sp, room)
+                seqs.append(seq)
+            groups.append(seqs)
+        for seqs in groups:
+            for seq in seqs:
+                self.engine.add(seq)
+        self._run()
+        outputs = []
+        for prompt, ids, seqs in zip(prompt_list, token_lists, groups):
+            outs = [
+                CompletionOutput(j, s.text, s.output_token_ids, s.cumulative_logprob, s.logprobs, s.finish_reason)
+                for j, s in enumerate(seqs)
+            ]
+            outputs.append(RequestOutput(str(seqs[0].seq_id), prompt if isinstance(prompt, str) else None, ids,
+                                         outs, num_cached_tokens=max(seqs[0].num_prefix_hit_tokens, 0)))
+        return outputs
+
+    def _run(self) -> None:
+        try:
+            self.engine.run()
+        except Exception:
+            self.engine.reset()
+            raise
+
+    def chat(
+        self,
+        messages: list[dict] | list[list[dict]],
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
+        """Generate replies to one conversation or a list of them, rendered with the model's chat template."""
+        if not isinstance(messages, list) or not messages:
+            raise EngineError("messages must be a non-empty list of {'role', 'content'} dicts or of conversations")
+        convs = [messages] if isinstance(messages[0], dict) else messages
+        for conv in convs:
+            if not all(isinstance(m, dict) and "role" in m and "content" in m for m in conv):
+                raise EngineError("each message must be a dict with 'role' and 'content'")
+        prompts = [self.tokenizer.apply_chat_template(conv) for conv in convs]
+        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
+    def score(
+        self, prompts: Prompt | list[Prompt], choices: list[str] | list[list[str]]
+    ) -> list[ScoreOutput]:
+        """Log-probability of each choice continuing each prompt. ``choices`` is one list for all prompts or
+        one list per prompt. The prompt is prefilled once; its choices fork its KV blocks."""
+        prompt_list = [prompts] if isinstance(prompts, str) else prompts
+        if not isinstance(prompt_list, list) or not prompt_list:
+            raise EngineError("prompts must be a non-empty string or list of prompts")
+        if not isinstance(choices, list) or not choices:
+            raise EngineError("choices must be a non-empty list of strings (or one such list per prompt)")
+        per_prompt = choices if isinstance(choices[0], list) and not isinstance(choices[0][0], int) else None
+        if per_prompt is not None and len(per_prompt) != len(prompt_list):
+            raise EngineError(f"got {len(per_prompt)} choice lists for {len(prompt_list)} prompts")
+        jobs = []
+        for i, prompt in enumerate(prompt_list):
+            ids = self._tokenize(prompt)
+            cs = per_prompt[i] if per_prompt is not None else choices
+            if not cs:
+                raise EngineError(f"prompt {i} has no choices")
+            cids = [self._tokenize_choice(c) for c in cs]
+            if len(ids) + max(len(c) for c in cids) > self.config.max_model_len:
+                raise EngineError(f"prompt {i} plus its longest choice exceed max_model_len={self.config.max_model_len}")
+            parent = Sequence(next(self._ids), list(ids), SeqKind.SCORE, logits_from=len(ids) - 1,
+                              score_targets=[c[0] for c in cids])
+            children = {}
+            for k, c in enumerate(cids):
+                if len(c) > 1:
+                    children[k] = Sequence(next(self._ids), ids + c[:-1], SeqKind.SCORE, logits_from=len(ids),
+                                           score_targets=c[1:])
+            jobs.append((prompt, cs, cids, parent, children))
+        for _, _, _, parent, children in jobs:
+            self.engine.add(parent, list(children.values()))
+        self._run()
+        results = []
+        for prompt, cs, cids, parent, children in jobs:
+            out = ScoreOutput(prompt)
+            for k, (c, ids) in enumerate(zip(cs, cids)):
+                lps = [parent.result[k]] + (children[k].result if k in children else [])
+                total = float(sum(lps))
+                out.choices.append(ChoiceScore(c, total, total / len(lps), len(lps)))
+            results.append(out)
+        return results
+
+    def _tokenize_choice(self, choice: str | list[int]) -> list[int]:
+        if isinstance(choice, str):
+            ids = self.tokenizer.tokenizer.encode(choice, add_special_tokens=False).ids
+            if not ids:
+                raise EngineError("a choice is empty; pass at least one character")
+            return ids
+        return self._tokenize(choice, what="choice")
+
+    def embed(self, texts: str | list[str]) -> np.ndarray:
+        """Mean-pooled final hidden states, one row per text, as float32 ``[len(texts), hidden_size]``."""
+        text_list = [texts] if isinstance(texts, str) else texts
+        if not isinstance(text_list, list) or not text_list:
+            raise EngineError("texts must be a non-empty string or list of strings")
+        seqs = [Sequence(next(self._ids), self._tokenize(t), SeqKind.EMBED, cacheable=False) for t in text_list]
+        for seq in seqs:
+            self.engine.add(seq)
+        self._run()
+        return torch.stack([s.result for s in seqs]).numpy()
+
+    def stats(self) -> dict:
+        """Tokens prefilled (computed), served from the prefix cache, generated; steps; engine wall time."""
+        s = self.engine.stats
+        seen = s.prefill_tokens + s.cached_tokens
+        return {
+            "prefill_tokens": s.prefill_tokens,
+            "cached_tokens": s.cached_tokens,
+            "prefix_cache_hit_rate": s.cached_tokens / seen if seen else 0.0,
+            "generated_tokens": s.generated_tokens,
+            "steps": s.steps,
+            "preemptions": self.engine.scheduler.num_preemptions,
+            "wall_time_s": s.wall_time_s,
+        }
+
+
+def _capped(sp: SamplingParams, room: int) -> SamplingParams:
+    """A copy of ``sp`` whose max_tokens fits the room left under max_model_len."""
+    return SamplingParams(
+        n=sp.n, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, min_p=sp.min_p, seed=sp.seed,
+        max_tokens=max(room, 1), stop=sp.stop, stop_token_ids=sp.stop_token_ids, ignore_eos=sp.ignore_eos,
+        logprobs=sp.logprobs,
+    )

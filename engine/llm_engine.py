@@ -1,0 +1,154 @@
+"""The step loop: schedule a batch, run the model, turn outputs into tokens, scores or embeddings."""
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from engine.block_manager import BlockManager
+from engine.config import EngineConfig
+from engine.loader import LoadedModel
+from engine.loader.weights import load_weights
+from engine.model_runner import ModelRunner
+from engine.models.llama import LlamaForCausalLM
+from engine.sampler import Sampler
+from engine.scheduler import Scheduler
+from engine.sequence import SeqKind, Sequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    """Token accounting since the engine started."""
+
+    prefill_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+    wall_time_s: float = 0.0
+
+
+class LLMEngine:
+    """Local backend: owns model, KV cache, scheduler and sampler, and runs sequences to completion."""
+
+    def __init__(self, loaded: LoadedModel, config: EngineConfig, dtype: torch.dtype) -> None:
+        self.config = config
+        self.model_config = loaded.config
+        self.tokenizer = loaded.tokenizer
+        model = LlamaForCausalLM(loaded.config, config.max_model_len).to(dtype)
+        load_weights(model, loaded.weights)
+        model.eval()
+        self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(config, self.block_manager)
+        self.runner = ModelRunner(model, config, dtype)
+        self.sampler = Sampler()
+        self.stats = EngineStats()
+        self.children: dict[int, list[Sequence]] = {}
+        self.eos_ids = set(loaded.config.eos_token_ids)
+
+    def add(self, seq: Sequence, children: list[Sequence] | None = None) -> None:
+        """Queue ``seq``; ``children`` (score continuations) are queued once ``seq`` is computed."""
+        if children:
+            seq.pending_children = len(children)
+            for child in children:
+                child.parent = seq
+            self.children[seq.seq_id] = children
+        self.scheduler.add(seq)
+
+    def run(self) -> None:
+        """Step until every queued sequence has finished."""
+        while self.scheduler.has_unfinished():
+            self.step()
+
+    def step(self) -> None:
+        start = time.perf_counter()
+        batch = self.scheduler.schedule()
+        for seq in batch.prefill:
+            self.stats.prefill_tokens += seq.num_new_tokens
+            self.stats.cached_tokens += seq.num_cached_tokens
+        hidden, spans = self.runner.run(batch)
+        seqs = batch.decode + batch.prefill
+        gen = [i for i, s in enumerate(seqs) if s.kind == SeqKind.GENERATE]
+        if gen:
+            rows = torch.tensor([spans[i][1] - 1 for i in gen])
+            logits = self.runner.logits(hidden[rows])
+            gen_seqs = [seqs[i] for i in gen]
+            tokens, logprobs = self.sampler(logits, [s.params for s in gen_seqs], [s.generator for s in gen_seqs])
+            for j, seq in enumerate(gen_seqs):
+                self._append_token(seq, tokens[j], logprobs[j])
+        for i, seq in enumerate(seqs):
+            start_row, end_row = spans[i]
+            if seq.kind == SeqKind.SCORE:
+                lp = torch.log_softmax(self.runner.logits(hidden[start_row:end_row]), dim=-1)
+                targets = torch.tensor(seq.score_targets)
+                if lp.shape[0] == len(seq.score_targets):
+                    seq.result = lp.gather(1, targets[:, None]).squeeze(1).tolist()
+                else:
+                    seq.result = lp[-1, targets].tolist()
+                self._finish(seq)
+            elif seq.kind == SeqKind.EMBED:
+                seq.result = hidden[start_row:end_row].float().mean(0)
+                self._finish(seq)
+            elif seq.is_finished:
+                self._finish(seq)
+            elif i >= len(batch.decode):
+                self.scheduler.finish_prefill(seq)
+        self.stats.steps += 1
+        self.stats.wall_time_s += time.perf_counter() - start
+
+    def _finish(self, seq: Sequence) -> None:
+        self.scheduler.finish(seq)
+        for child in self.children.pop(seq.seq_id, []):
+            self.scheduler.add(child, front=True)
+
+    def _append_token(self, seq: Sequence, token: int, logprobs: torch.Tensor) -> None:
+        params = seq.params
+        seq.token_ids.append(token)
+        self.stats.generated_tokens += 1
+        seq.cumulative_logprob += float(logprobs[token])
+        if params.logprobs is not None:
+            entry = {token: float(logprobs[token])}
+            if params.logprobs:
+                top = logprobs.topk(params.logprobs)
+                entry.update(zip(top.indices.tolist(), top.values.tolist()))
+            seq.logprobs.append(entry)
+        num_out = len(seq) - seq.num_prompt_tokens
+        if (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            seq.finish_reason = "stop"
+        elif params.stop_list and self._hit_stop_string(seq):
+            seq.finish_reason = "stop"
+        elif num_out >= params.max_tokens or len(seq) >= self.config.max_model_len:
+            seq.finish_reason = "length"
+        if seq.finish_reason is not None:
+            seq.status = seq.status.FINISHED
+            if seq.stop_text is None:
+                seq.text = self.tokenizer.decode(seq.output_token_ids)
+
+    def _hit_stop_string(self, seq: Sequence) -> bool:
+        """Decode the output so far and cut it at the first stop string, which may span several tokens."""
+        text = self.tokenizer.decode(seq.output_token_ids)
+        longest = max(len(s) for s in seq.params.stop_list)
+        window_start = max(0, seq.stop_scan_from - longest)
+        hits = [h for h in (text.find(s, window_start) for s in seq.params.stop_list) if h >= 0]
+        seq.stop_scan_from = len(text)
+        if hits:
+            seq.stop_text = seq.text = text[: min(hits)]
+            return True
+        return False
+
+    def reset(self) -> None:
+        """Drop every queued and running sequence (after an error) so the engine keeps serving."""
+        sched = self.scheduler
+        for seq in list(sched.running) + list(sched.waiting):
+            if seq.block_table:
+                self.block_manager.deallocate(seq)
+        sched.running.clear()
+        sched.waiting.clear()
+        for children in self.children.values():
+            for child in children:
+                if child.parent is not None and child.parent.block_table:
+                    self.block_manager.deallocate(child.parent)
+                    child.parent.pending_children = 0
+        self.children.clear()

@@ -1,0 +1,19 @@
+"""Per-step batch metadata shared by every attention layer of one forward pass."""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    """Flattened-batch layout: the first ``num_decode`` tokens are decode tokens (one per sequence),
+    the rest are prefill chunks described by ``cu_seqlens_q``."""
+
+    slot_mapping: torch.Tensor
+    num_decode: int
+    decode_context_lens: torch.Tensor
+    decode_block_tables: torch.Tensor
+    prefill_cu_seqlens_q: torch.Tensor
+    prefill_context_lens: torch.Tensor
+    prefill_block_tables: torch.Tensor

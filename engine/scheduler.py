@@ -1,0 +1,131 @@
+"""Continuous batching under a token budget, mixing decode and prefill; preemption by recompute."""
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.block_manager import BlockManager
+from engine.config import EngineConfig
+from engine.errors import EngineError
+from engine.sequence import SeqKind, SeqStatus, Sequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """One step's work: decode sequences (one new token each) then prefill sequences."""
+
+    decode: list[Sequence] = field(default_factory=list)
+    prefill: list[Sequence] = field(default_factory=list)
+    copies: list[tuple[int, int]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.decode or self.prefill)
+
+
+class Scheduler:
+    """Keeps the waiting queue and the running (decoding) set, and builds each step's batch."""
+
+    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence, front: bool = False) -> None:
+        seq.status = SeqStatus.WAITING
+        if front:
+            self.waiting.appendleft(seq)
+        else:
+            self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.block_manager.deallocate(seq)
+        self.num_preemptions += 1
+        seq.logits_from = len(seq) - 1
+        self.add(seq, front=True)
+        logger.debug("preempted seq %d (%d tokens)", seq.seq_id, len(seq))
+
+    def _schedule_decode(self, batch: Batch) -> None:
+        bm = self.block_manager
+        running = self.running
+        kept: list[Sequence] = []
+        while running:
+            seq = running.pop(0)
+            while not bm.can_append(seq):
+                if running:
+                    self._preempt(running.pop())
+                else:
+                    self._preempt(seq)
+                    seq = None
+                    break
+            if seq is not None:
+                bm.append(seq)
+                kept.append(seq)
+        self.running = kept
+        batch.decode = list(kept)
+
+    def _release_parent(self, child: Sequence) -> None:
+        parent = child.parent
+        child.parent = None
+        parent.pending_children -= 1
+        if parent.pending_children == 0:
+            self.block_manager.deallocate(parent)
+
+    def _try_admit(self, seq: Sequence, batch: Batch, budget: int) -> bool:
+        bm = self.block_manager
+        if seq.parent is not None:
+            if not bm.can_fork(seq.parent, seq):
+                return False
+            copies = bm.fork(seq.parent, seq)
+            self._release_parent(seq)
+            batch.copies.extend(copies)
+        else:
+            if not bm.can_allocate(seq):
+                return False
+            bm.allocate(seq)
+        if batch and seq.num_new_tokens > budget:
+            bm.deallocate(seq)
+            return False
+        return True
+
+    def schedule(self) -> Batch:
+        """Decode every running sequence (preempting the newest when blocks run out), then admit waiting
+        sequences while the token budget, the sequence cap and the free blocks allow."""
+        batch = Batch()
+        self._schedule_decode(batch)
+        budget = self.config.max_num_batched_tokens - len(batch.decode)
+        while self.waiting and len(batch.decode) + len(batch.prefill) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            if not self._try_admit(seq, batch, budget):
+                if not batch and seq.parent is not None:
+                    self._release_parent(seq)
+                    continue
+                if not batch:
+                    raise EngineError(
+                        f"a {len(seq)}-token sequence does not fit the KV cache of "
+                        f"{len(self.block_manager.blocks)} blocks; raise kv_cache_memory or lower max_model_len"
+                    )
+                break
+            self.waiting.popleft()
+            seq.status = SeqStatus.RUNNING
+            budget -= seq.num_new_tokens
+            batch.prefill.append(seq)
+        return batch
+
+    def finish_prefill(self, seq: Sequence) -> None:
+        """After its prefill a generating sequence decodes from the next step on."""
+        if seq.kind == SeqKind.GENERATE and not seq.is_finished:
+            self.running.append(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        seq.status = SeqStatus.FINISHED
+        if seq.pending_children == 0:
+            self.block_manager.deallocate(seq)
+        if seq in self.running:
+            self.running.remove(seq)
