@@ -1,0 +1,157 @@
+"""Attention kernels on the GPU: our Triton prefill / decode vs torch SDPA (flash, cuDNN) and the copy roofline.
+
+Prefill: TFLOP/s for head dims 64 and 128, causal and not, sequence 1k-16k, batch x sequence = 32k tokens,
+bf16, 16 query heads (GQA off, so SDPA compares like for like); ours reads K/V from a paged cache
+(block size 256, identity block tables). FLOPs counted as 4 * b * h * s^2 * d (halved when causal).
+Decode: achieved bandwidth (K/V bytes read / time) at batch 1-256 and context 1k-32k, 32 query heads over
+8 KV heads, head dim 128, bf16, against the device's measured copy bandwidth (bytes read + written / time).
+Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json.
+
+    python benchmarks/attention_gpu.py [--json OUT] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.kernels import triton_attention as tk  # noqa: E402
+
+DTYPE = torch.bfloat16
+
+
+def bench(fn) -> float:
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x))
+    return 2 * x.numel() / (ms * 1e-3) / 1e12
+
+
+def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: int = 256, tiles=None,
+                  peers: bool = True, **options) -> dict:
+    batch, heads = max(1, tokens // seq), 16 if dim == 128 else 32
+    q = torch.randn(batch, heads, seq, dim, device="cuda", dtype=DTYPE)
+    k = torch.randn_like(q)
+    v = torch.randn_like(q)
+    scale = dim**-0.5
+    flops = 4 * batch * heads * seq * seq * dim / (2 if causal else 1)
+    out = {"seq": seq, "dim": dim, "causal": causal, "batch": batch, "block": block, "tiles": tiles}
+    backends = (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION))
+    for name, backend in backends if peers else ():
+        try:
+            with sdpa_kernel(backend):
+                ms = bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
+            out[name] = flops / (ms * 1e-3) / 1e12
+        except RuntimeError as err:
+            out[name] = None
+            out[name + "_error"] = str(err)[:120]
+    blocks_per = seq // block
+    k_cache = k.permute(0, 2, 1, 3).reshape(batch * blocks_per, block, heads, dim).contiguous()
+    v_cache = v.permute(0, 2, 1, 3).reshape(batch * blocks_per, block, heads, dim).contiguous()
+    tables = torch.arange(batch * blocks_per, device="cuda", dtype=torch.int32).view(batch, blocks_per)
+    query = q.permute(0, 2, 1, 3).reshape(batch * seq, heads, dim).contiguous()
+    cu = torch.arange(batch + 1, device="cuda", dtype=torch.int32) * seq
+    ctx = torch.full((batch,), seq, device="cuda", dtype=torch.int32)
+    ours = tk.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal, max_new_tokens=seq,
+                                tiles=tiles, **options)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    ref = ref.permute(0, 2, 1, 3).reshape(batch * seq, heads, dim)
+    out["rel_err"] = float((ours.float() - ref.float()).norm() / ref.float().norm())
+    ms = bench(lambda: tk.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal,
+                                            max_new_tokens=seq, tiles=tiles, **options))
+    out["ours"] = flops / (ms * 1e-3) / 1e12
+    return out
+
+
+def decode_point(batch: int, ctx_len: int, heads: int = 32, kv_heads: int = 8, dim: int = 128) -> dict:
+    block = 16
+    blocks_per = ctx_len // block
+    k_cache = torch.randn(batch * blocks_per, block, kv_heads, dim, device="cuda", dtype=DTYPE)
+    v_cache = torch.randn_like(k_cache)
+    perm = torch.randperm(batch * blocks_per, device="cuda").to(torch.int32)
+    tables = perm.view(batch, blocks_per)
+    ctx = torch.full((batch,), ctx_len, device="cuda", dtype=torch.int32)
+    q = torch.randn(batch, heads, dim, device="cuda", dtype=DTYPE)
+    scale = dim**-0.5
+    def run():
+        return tk.decode_attention(q, k_cache, v_cache, ctx, tables, scale, max_context_len=ctx_len)
+
+    ms = bench(run)
+    graph_ms = triton.testing.do_bench_cudagraph(run, rep=100, return_mode="median")
+    kv_bytes = 2 * k_cache.numel() * k_cache.element_size()
+    return {"batch": batch, "ctx": ctx_len, "ms": ms, "tb_s": kv_bytes / (ms * 1e-3) / 1e12,
+            "graph_ms": graph_ms, "graph_tb_s": kv_bytes / (graph_ms * 1e-3) / 1e12}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true", help="a few points only")
+    parser.add_argument("--sweep", action="store_true", help="time prefill tile configurations at 16k and stop")
+    args = parser.parse_args()
+    props = torch.cuda.get_device_properties(0)
+    result = {"device": props.name, "torch": torch.__version__, "triton": triton.__version__}
+    result["copy_tb_s"] = copy_bandwidth()
+    if args.sweep:
+        configs = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3)]
+        variants = [{"use_tma": False}, {"use_tma": True}]
+        print("| dim | causal | tiles (M, N, warps, stages) | options | TFLOP/s |")
+        for dim in (64, 128):
+            for causal in (False, True):
+                for cfg in configs:
+                    for opt in variants:
+                        try:
+                            r = prefill_point(16384, dim, causal, tiles=cfg, peers=False, **opt)
+                            print(f"| {dim} | {causal} | {cfg} | {opt} | {r['ours']:.0f} | err {r['rel_err']:.1e}",
+                                  flush=True)
+                        except Exception as err:  # noqa: BLE001 - a config that does not compile is reported
+                            print(f"| {dim} | {causal} | {cfg} | {opt} | failed: {str(err)[:100]}", flush=True)
+        r = prefill_point(16384, 128, True, block=16, peers=False)
+        print(f"block size 16 (gathered rows), dim 128 causal 16k: {r['ours']:.0f} TFLOP/s", flush=True)
+        return
+    seqs = [1024, 4096, 16384] if args.quick else [1024, 2048, 4096, 8192, 16384]
+    result["prefill"] = [prefill_point(s, d, c) for d in (64, 128) for c in (False, True) for s in seqs]
+    batches = [1, 64, 256] if args.quick else [1, 8, 64, 256]
+    ctxs = [1024, 4096, 32768] if args.quick else [1024, 4096, 16384, 32768]
+    result["decode"] = []
+    for b in batches:
+        for c in ctxs:
+            if b * c * 8 * 128 * 2 * 2 > 48 * 1024**3:
+                continue
+            result["decode"].append(decode_point(b, c))
+            torch.cuda.empty_cache()
+    print(f"device {result['device']}, copy bandwidth {result['copy_tb_s']:.2f} TB/s")
+    print("\nprefill TFLOP/s (bf16)\n| dim | causal | seq | ours | sdpa flash | sdpa cuDNN | ours / cuDNN | rel err |")
+    print("|---|---|---|---|---|---|---|---|")
+    for p in result["prefill"]:
+        cud = p.get("sdpa_cudnn")
+        ratio = f"{p['ours'] / cud:.2f}" if cud else "-"
+        fl = f"{p['sdpa_flash']:.0f}" if p.get("sdpa_flash") else "-"
+        print(f"| {p['dim']} | {p['causal']} | {p['seq']} | {p['ours']:.0f} | {fl} | "
+              f"{cud:.0f} | {ratio} | {p['rel_err']:.1e} |" if cud else
+              f"| {p['dim']} | {p['causal']} | {p['seq']} | {p['ours']:.0f} | {fl} | - | - | {p['rel_err']:.1e} |")
+    print("\ndecode (bf16, 32 q heads / 8 kv heads, dim 128; eager launch and CUDA-graph replay)")
+    print("| batch | context | ms | TB/s | % of copy | graph ms | graph TB/s | graph % of copy |")
+    print("|---|---|---|---|---|---|---|---|")
+    copy = result["copy_tb_s"]
+    for d in result["decode"]:
+        print(f"| {d['batch']} | {d['ctx']} | {d['ms']:.3f} | {d['tb_s']:.2f} | {100 * d['tb_s'] / copy:.0f}% "
+              f"| {d['graph_ms']:.3f} | {d['graph_tb_s']:.2f} | {100 * d['graph_tb_s'] / copy:.0f}% |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
