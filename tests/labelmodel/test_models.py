@@ -210,3 +210,12 @@ def test_full_confusion_refuses_tables_too_large_and_names_the_fix():
     with pytest.raises(LabelModelError, match="confusion='diagonal'"):
         DawidSkene(cardinality=1000).fit(L)
     assert np.isfinite(DawidSkene(cardinality=1000, confusion="diagonal").fit(L).predict_proba(L)).all()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_matrix_completion_on_gpu_matches_cpu():
+    L, _ = population(TRUE_ACC, k=3, scale=3000)
+    cpu = MatrixCompletion(cardinality=3, n_epochs=300).fit(L)
+    gpu = MatrixCompletion(cardinality=3, n_epochs=300, device="cuda").fit(L)
+    np.testing.assert_allclose(gpu.accuracies_, cpu.accuracies_, atol=0.02)
+    assert (gpu.predict(L) == cpu.predict(L)).mean() > 0.99
