@@ -193,7 +193,8 @@ def check_records(
         dup = frame[id].duplicated(keep=False)
         if dup.any():
             positions = list(dup.to_numpy().nonzero()[0][:6])
-            shown = ", ".join(f"{frame[id].iloc[p]!r} (line {p + first_line})" for p in positions)
+            values = frame[id].tolist()
+            shown = ", ".join(f"{values[p]!r} (line {p + first_line})" for p in positions)
             raise OrchestraError(f"{source}: ids in column {id!r} repeat: {shown}; ids must be unique")
     return frame
 
