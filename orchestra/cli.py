@@ -165,12 +165,15 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestra.job import read_manifest
+    from orchestra.job import is_running, read_manifest
 
     m = read_manifest(args.dir)
     done = len(m["done"])
     rows = sum(e["rows"] for e in m["done"].values())
-    print(f"job {m['name']} in {args.dir}: {m['state']}")
+    state = m["state"]
+    if state != "done":
+        state = "running" if is_running(args.dir) else "interrupted (run the same command again to resume)"
+    print(f"job {m['name']} in {args.dir}: {state}")
     print(f"chunks: {done}/{m['chunks']} committed ({rows}/{m['rows']} rows, {m['chunk_size']} per chunk)")
     print(f"fingerprint: {m['fingerprint'][:16]}")
     if m.get("output"):

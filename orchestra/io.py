@@ -199,6 +199,12 @@ def check_records(
     return frame
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Delete temp files a killed writer of ``path`` left behind (``.NAME.*.tmp`` beside it)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def write_table(frame: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
     """Write a table atomically: to a temporary file beside ``path``, then renamed over it.
 
@@ -219,6 +225,7 @@ def write_table(frame: pd.DataFrame, path: str | Path, fmt: str | None = None) -
     path = Path(path)
     kind = detect_format(path, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from orchestra.build import Prepared
 from orchestra.errors import OrchestraError
-from orchestra.io import write_table
+from orchestra.io import remove_stale_temps, write_table
 from orchestra.steps.base import Context
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ VERSION = 1
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON to a temp file beside ``path``, fsync, rename."""
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -86,6 +87,20 @@ def job_spec(prepared: Prepared, rows: int) -> dict[str, Any]:
 def fingerprint(spec: dict[str, Any]) -> str:
     """SHA-256 of a job spec."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_running(job_dir: str | Path) -> bool:
+    """Whether an ``orchestra run`` holds the job directory's lock right now."""
+    lock = Path(job_dir) / "lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 def read_manifest(job_dir: str | Path) -> dict[str, Any]:

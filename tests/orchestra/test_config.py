@@ -82,3 +82,13 @@ def test_overrides_set_values_and_are_named_in_errors(tmp_path):
         prepare(path, ["steps.9.lfs.module=x"])
     with pytest.raises(OrchestraError, match="key.path=value"):
         prepare(path, ["run.chunk_size"])
+
+
+def test_the_example_pipelines_validate_without_loading_a_model():
+    from .conftest import EXAMPLES
+
+    for name in ("reviews.yaml", "reviews_prompt.yaml"):
+        assert check(EXAMPLES / name) == [], name
+    prepared = prepare(EXAMPLES / "reviews_prompt.yaml")
+    assert [s.name for s in prepared.pipeline.steps] == ["lfs", "prompt", "sentiment", "label_model"]
+    assert prepared.pipeline.needs_engine

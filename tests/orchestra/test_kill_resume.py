@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+from orchestra.cli import main
+
 from .conftest import ROOT, cli_command, cli_env
 
 SMS_LFS = '''
@@ -81,7 +83,7 @@ def run_and_kill(yaml_path, job, after_chunks=None, after_seconds=None):
     return killed_mid_job
 
 
-def test_kill_9_then_resume_gives_byte_identical_output(shared_data, tmp_path):
+def test_kill_9_then_resume_gives_byte_identical_output(shared_data, tmp_path, capsys):
     raw = json.loads((shared_data / "wrench" / "sms" / "train.json").read_text())
     records = [{"id": int(k), "text": v["data"]["text"], "gold": v["label"]} for k, v in raw.items()]
     straight = make_project(tmp_path / "straight", records)
@@ -99,6 +101,8 @@ def test_kill_9_then_resume_gives_byte_identical_output(shared_data, tmp_path):
     mid_job += [run_and_kill(killed, job, after_chunks=t) for t in targets]
     assert sum(mid_job) >= 2, "the runs should have been killed while the job was going"
     assert 0 < committed(job) < n_chunks
+    assert main(["status", str(job)]) == 0
+    assert "interrupted" in capsys.readouterr().out
     resumed = subprocess.run(cli_command("run", str(killed), "--job-dir", str(job)), cwd=ROOT, env=cli_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

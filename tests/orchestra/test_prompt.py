@@ -60,3 +60,20 @@ def test_prompt_votes_join_lf_votes_in_the_label_model_behind_the_cache(llm, rev
     assert cached.calls == calls, "a re-run makes zero model calls"
     pd.testing.assert_frame_equal(first, second)
     assert "vote_prompt" in first and "label" in first
+
+
+def test_the_prompt_example_runs_and_a_rerun_is_answered_from_the_cache(cli, tmp_path):
+    real_engine()
+    import shutil
+
+    project = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, project, ignore=shutil.ignore_patterns("out", "__pycache__"))
+    args = ("run", str(project / "reviews_prompt.yaml"), "--limit", "12", "--set", "engine.cache=cache.sqlite")
+    first = cli(*args, "--job-dir", str(tmp_path / "job1"), timeout=600)
+    assert first.returncode == 0, first.stderr
+    output = project / "out" / "reviews_prompt.parquet"
+    before = output.read_bytes()
+    again = cli(*args, "--job-dir", str(tmp_path / "job2"), timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "0 misses, 0 engine calls" in again.stdout, "a fresh job over cached requests makes no model calls"
+    assert output.read_bytes() == before
