@@ -26,6 +26,7 @@ class Prepared:
 
     source: Path
     config: PipelineConfig
+    plugins: list[Path]
     task: Task | None
     pipeline: Pipeline
     data_path: Path
@@ -45,6 +46,24 @@ def looks_like_path(value: Any) -> bool:
     """Whether a step parameter names a file rather than a dotted module."""
     return isinstance(value, str) and ("/" in value or "\\" in value or Path(value).suffix in (".py", ".csv",
                                                                                               ".tsv", ".jsonl"))
+
+
+def load_plugins(raw: RawConfig, config: PipelineConfig, base: Path) -> tuple[list[Path], list[Issue]]:
+    """Import the ``plugins`` modules (where user steps register); return their source files and any issues."""
+    from orchestra.steps.lfs import load_module
+
+    files: list[Path] = []
+    issues: list[Issue] = []
+    for i, spec in enumerate(config.plugins):
+        target = str(resolve(base, spec)) if looks_like_path(spec) else spec
+        try:
+            module = load_module(target)
+        except OrchestraError as err:
+            issues.append(raw.issue(("plugins", i), str(err).replace("LF module", "plugin")))
+            continue
+        if getattr(module, "__file__", None):
+            files.append(Path(module.__file__))
+    return files, issues
 
 
 def build_steps(raw: RawConfig, config: PipelineConfig, base: Path) -> tuple[list[Step], list[Issue]]:
@@ -104,6 +123,8 @@ def prepare_raw(raw: RawConfig, read_data: bool = True, limit: int | None = None
             task = Task(spec.name or config.name, spec.labels, spec.input, spec.verbalizers)
         except OrchestraError as err:
             issues.append(raw.issue(("task",), str(err)))
+    plugins, plugin_issues = load_plugins(raw, config, base)
+    issues.extend(plugin_issues)
     steps, step_issues = build_steps(raw, config, base)
     issues.extend(step_issues)
     output = resolve(base, config.output.path)
@@ -141,7 +162,7 @@ def prepare_raw(raw: RawConfig, read_data: bool = True, limit: int | None = None
                 break
     if issues or not steps:
         return None, issues
-    prepared = Prepared(raw.path, config, task, Pipeline(steps), data_path, output, report, cache, frame)
+    prepared = Prepared(raw.path, config, plugins, task, Pipeline(steps), data_path, output, report, cache, frame)
     return prepared, []
 
 

@@ -74,6 +74,7 @@ class PipelineConfig(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     engine: EngineSpec | None = None
+    plugins: list[str] = Field(default_factory=list)
     data: DataSpec
     task: TaskSpec | None = None
     steps: list[dict[str, dict[str, Any] | None]] = Field(min_length=1)

@@ -79,6 +79,7 @@ def job_spec(prepared: Prepared, rows: int) -> dict[str, Any]:
         "steps": [{"type": s.step_type, "name": s.name, "params": s.params(), **s.fingerprint_extra()}
                   for s in prepared.pipeline.steps],
         "engine": engine if prepared.pipeline.needs_engine else None,
+        "plugins_sha256": [file_sha256(p) for p in prepared.plugins],
         "chunk_size": config.run.chunk_size,
         "seed": config.run.seed,
     }

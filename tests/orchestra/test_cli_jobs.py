@@ -144,3 +144,39 @@ def test_the_example_pipeline_runs(cli, tmp_path):
     done = cli("run", str(project / "reviews.yaml"))
     assert done.returncode == 0, done.stderr
     assert os.path.exists(project / "out" / "reviews.parquet")
+
+
+USER_STEP = '''
+import pandas as pd
+
+from orchestra import Step, register_step
+
+
+@register_step("text_length")
+class TextLength(Step):
+    def __init__(self, field: str = "text") -> None:
+        self.field = field
+
+    def inputs(self, available, task):
+        return [self.field]
+
+    def adds(self, available, task):
+        return ["length"]
+
+    def run(self, batch, context):
+        return pd.DataFrame({"length": batch[self.field].str.len()}, index=batch.index)
+'''
+
+
+def test_a_user_step_from_a_plugin_runs_from_yaml(cli, pipeline_yaml):
+    project = pipeline_yaml.parent
+    (project / "my_steps.py").write_text(USER_STEP)
+    text = pipeline_yaml.read_text().replace("steps:\n", "plugins: [my_steps.py]\nsteps:\n  - text_length: {}\n")
+    pipeline_yaml.write_text(text)
+    done = cli("run", str(pipeline_yaml))
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_parquet(project / "out" / "reviews.parquet")
+    assert frame["length"].tolist() == frame["text"].str.len().tolist()
+    (project / "my_steps.py").write_text(USER_STEP.replace("str.len()", "str.len() + 1"))
+    changed = cli("run", str(pipeline_yaml))
+    assert changed.returncode == 2 and "plugins_sha256" in changed.stderr
