@@ -44,8 +44,8 @@ def resolve(base: Path, value: str) -> Path:
 
 def looks_like_path(value: Any) -> bool:
     """Whether a step parameter names a file rather than a dotted module."""
-    return isinstance(value, str) and ("/" in value or "\\" in value or Path(value).suffix in (".py", ".csv",
-                                                                                              ".tsv", ".jsonl"))
+    suffixes = (".py", ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
+    return isinstance(value, str) and ("/" in value or "\\" in value or Path(value).suffix in suffixes)
 
 
 def load_plugins(raw: RawConfig, config: PipelineConfig, base: Path) -> tuple[list[Path], list[Issue]]:
@@ -86,7 +86,10 @@ def build_steps(raw: RawConfig, config: PipelineConfig, base: Path) -> tuple[lis
                                     f"{hint}registered steps: {registered_steps()}"))
             continue
         for key in getattr(cls, "path_params", ()):
-            if looks_like_path(params.get(key)):
+            head, _, sub = key.partition(".")
+            if sub and isinstance(params.get(head), dict) and looks_like_path(params[head].get(sub)):
+                params[head] = {**params[head], sub: str(resolve(base, params[head][sub]))}
+            elif not sub and looks_like_path(params.get(key)):
                 params[key] = str(resolve(base, params[key]))
         try:
             steps.append(make_step(step_type, params, name=name))

@@ -11,9 +11,11 @@ Engine contract (issue 3):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -107,9 +109,14 @@ class PromptStep(Step):
         Also add the generated text as ``text_<name>`` (generate mode).
     batch_size
         Prompts per engine call.
+    demos
+        Few-shot demonstrations: ``{path: file, k: 3, label: column, separator: "\\n\\n"}``. The first ``k``
+        records of the file are rendered with the template and followed by ``choice_prefix`` and the first
+        verbalizer word of their label (a label name or class index), ahead of every prompt.
     """
 
     needs_engine = True
+    path_params: ClassVar[tuple[str, ...]] = ("demos.path",)
 
     def __init__(
         self,
@@ -121,6 +128,7 @@ class PromptStep(Step):
         max_tokens: int = 8,
         keep_text: bool = False,
         batch_size: int = 64,
+        demos: dict[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
             raise OrchestraError(f"prompt: mode must be one of {list(MODES)}, got {mode!r}")
@@ -136,6 +144,80 @@ class PromptStep(Step):
         self.max_tokens = max_tokens
         self.keep_text = keep_text
         self.batch_size = batch_size
+        self.demos = dict(demos) if demos is not None else None
+        self._demo_records = self._load_demos(self.demos) if self.demos is not None else []
+
+    @staticmethod
+    def _load_demos(spec: dict[str, Any]) -> list[dict[str, Any]]:
+        from orchestra.io import read_records
+
+        unknown = sorted(set(spec) - {"path", "k", "label", "separator"})
+        if unknown or "path" not in spec:
+            raise OrchestraError(
+                f"prompt: demos takes path, k, label, separator; got {sorted(spec)}; write demos: {{path: train.tsv, "
+                "k: 3, label: answer}"
+            )
+        k = spec.get("k", 3)
+        if not isinstance(k, int) or k < 1:
+            raise OrchestraError(f"prompt: demos.k must be a whole number >= 1, got {k!r}")
+        label = spec.get("label", "label")
+        frame = read_records(spec["path"], required=[label])
+        return frame.head(k).to_dict(orient="records")
+
+    def demo_prefix(self, task: Task) -> str:
+        """The rendered demonstrations that precede every prompt ("" without demos).
+
+        Parameters
+        ----------
+        task
+            The task (its labels and verbalizers say each demo's answer).
+
+        Returns
+        -------
+        str
+        """
+        if not self._demo_records:
+            return ""
+        template = self._template(task)
+        label = self.demos.get("label", "label")
+        separator = self.demos.get("separator", "\n\n")
+        shown = []
+        for i, record in enumerate(self._demo_records):
+            value = record[label]
+            if str(value) in task.labels:
+                name = str(value)
+            elif isinstance(value, (int, float)) and float(value).is_integer() and 0 <= int(value) < task.cardinality:
+                name = task.labels[int(value)]
+            else:
+                raise OrchestraError(
+                    f"prompt: demo {i + 1} has {label}={value!r}, which is neither a label of {task.labels} nor a "
+                    "class index; fix the demos file or demos.label"
+                )
+            shown.append(render(template, record) + self.choice_prefix + task.verbalizers[name][0])
+        return separator.join(shown) + separator
+
+    def prompts(self, batch: pd.DataFrame, task: Task) -> list[str]:
+        """The prompt of every row: the demonstrations, then the template filled with the row's fields.
+
+        Parameters
+        ----------
+        batch
+            The rows.
+        task
+            The task.
+
+        Returns
+        -------
+        list of str
+        """
+        prefix = self.demo_prefix(task)
+        template = self._template(task)
+        return [prefix + render(template, record) for record in batch.to_dict(orient="records")]
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        if self.demos is None:
+            return {}
+        return {"demos_sha256": hashlib.sha256(Path(self.demos["path"]).read_bytes()).hexdigest()}
 
     def _template(self, task: Task | None) -> str:
         if task is None:
@@ -155,8 +237,7 @@ class PromptStep(Step):
         if context.engine is None:
             raise OrchestraError(f"prompt step {self.name!r} needs an engine; pass engine=LLM(...) to Pipeline.run")
         task = context.task
-        template = self._template(task)
-        prompts = [render(template, record) for record in batch.to_dict(orient="records")]
+        prompts = self.prompts(batch, task)
         votes: list[int] = []
         texts: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
