@@ -92,3 +92,12 @@ def test_the_example_pipelines_validate_without_loading_a_model():
     prepared = prepare(EXAMPLES / "reviews_prompt.yaml")
     assert [s.name for s in prepared.pipeline.steps] == ["lfs", "prompt", "sentiment", "label_model"]
     assert prepared.pipeline.needs_engine
+
+
+def test_the_legalbench_example_validates_against_the_real_data(shared_data):
+    from .conftest import EXAMPLES
+
+    assert check(EXAMPLES / "hearsay.yaml") == []
+    prepared = prepare(EXAMPLES / "hearsay.yaml")
+    assert len(prepared.frame) > 0 and prepared.config.data.gold == "answer"
+    assert prepared.pipeline.steps[0].demo_prefix(prepared.task).count("\nAnswer: ") == 3

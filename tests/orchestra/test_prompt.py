@@ -77,3 +77,15 @@ def test_the_prompt_example_runs_and_a_rerun_is_answered_from_the_cache(cli, tmp
     assert again.returncode == 0, again.stderr
     assert "0 misses, 0 engine calls" in again.stdout, "a fresh job over cached requests makes no model calls"
     assert output.read_bytes() == before
+
+
+def test_legalbench_hearsay_end_to_end(cli, shared_data, tmp_path):
+    real_engine()
+    job = tmp_path / "job"
+    done = cli("run", str(EXAMPLES / "hearsay.yaml"), "--limit", "40", "--job-dir", str(job),
+               "--set", f"output.path={tmp_path / 'hearsay.parquet'}", "--set", "output.report=", timeout=600)
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_parquet(tmp_path / "hearsay.parquet")
+    assert len(frame) == 40
+    assert {"vote_prompt", "vote_statement", "vote_zero_shot", "label", "proba_No", "proba_Yes"} <= set(frame.columns)
+    assert "against gold (40 rows)" in done.stdout
