@@ -65,15 +65,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from orchestra.build import check, prepare
+    from orchestra.build import prepare_raw
+    from orchestra.config import read_yaml
 
-    issues = check(args.file, args.set or [])
-    if issues:
+    prepared, issues = prepare_raw(read_yaml(args.file, args.set or []))
+    if issues or prepared is None:
         for issue in issues:
             print(issue.format(args.file), file=sys.stderr)
         print(f"orchestra: {len(issues)} problem(s) in {args.file}", file=sys.stderr)
         return 2
-    prepared = prepare(args.file, args.set or [])
     steps = ", ".join(f"{s.name} ({s.step_type})" for s in prepared.pipeline.steps)
     print(f"{args.file}: OK — {len(prepared.frame)} records, steps: {steps}")
     return 0

@@ -38,7 +38,8 @@ def job_meta(prepared: Any, context: Context) -> dict[str, Any]:
                        "chosen": getattr(model, "chosen_", type(model).__name__),
                        "reason": getattr(model, "reason_", ""), "columns": list(art["columns"]),
                        "classes": list(art["classes"]),
-                       "accuracies": None if acc is None else [float(a) for a in np.asarray(acc).ravel()]})
+                       "accuracies": None if acc is None else [float(a) if np.isfinite(a) else None
+                                                               for a in np.asarray(acc, dtype=float).ravel()]})
     classes = list(prepared.task.labels) if prepared.task is not None else None
     stats = context.engine.stats() if hasattr(context.engine, "stats") else None
     return {"name": prepared.config.name, "gold": prepared.config.data.gold, "classes": classes,
@@ -106,8 +107,10 @@ def build_summary(frame: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
         gold = gold_indices(frame[meta["gold"]], list(classes))
     if columns:
         L = frame[columns].to_numpy(dtype=np.int64)
-        weights = models[-1]["accuracies"] if models and models[-1]["accuracies"] is not None else None
-        if weights is not None and len(weights) != len(columns):
+        weights = models[-1]["accuracies"] if models else None
+        if weights is not None and len(weights) == len(columns):
+            weights = [np.nan if w is None else w for w in weights]
+        else:
             weights = None
         table = LFAnalysis(L, columns).summary(Y=gold, weights=weights)
         table = table.rename(columns={"Emp. Acc.": "Empirical accuracy", "Learned Weight": "Learned accuracy"})
