@@ -188,6 +188,8 @@ def _table(records: dict[str, dict[str, Any]]) -> str:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
     if isinstance(v, float):
         return f"{v:.3f}"
     return html.escape(str(v))

@@ -15,6 +15,7 @@ def test_run_status_report_and_an_idempotent_rerun(cli, pipeline_yaml):
     assert done.returncode == 0, done.stderr
     assert "48 rows" in done.stdout and "3 chunks run, 0 resumed" in done.stdout
     assert "cache: no model calls" in done.stdout
+    assert "48/48 rows (100%)" in done.stderr and "rows/s" in done.stderr, "no TTY: plain progress lines"
     assert "against gold (48 rows): accuracy" in done.stdout
     output = project / "out" / "reviews.parquet"
     frame = pd.read_parquet(output)
