@@ -180,6 +180,9 @@ class CachedEngine:
         Requests answered from the cache / by the engine.
     calls
         Calls made to the engine.
+    tokens
+        Tokens the engine processed for this wrapper: scored choice tokens and generated tokens (cache hits
+        count none).
     """
 
     def __init__(self, engine: Any, cache: ResponseCache | str | Path, backend: str | None = None,
@@ -191,6 +194,7 @@ class CachedEngine:
         self.hits = 0
         self.misses = 0
         self.calls = 0
+        self.tokens = 0
 
     def score(self, prompts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[list[CachedChoiceScore]]:
         """``engine.score`` with caching; same arguments and result shape."""
@@ -204,6 +208,7 @@ class CachedEngine:
             self.calls += 1
             fresh = self.engine.score([prompts[i] for i in todo], [list(choices[i]) for i in todo])
             values = [_score_value(s) for s in fresh]
+            self.tokens += sum(int(c[2]) for row in values for c in row)
             self.cache.put_many("score", [(keys[i], v) for i, v in zip(todo, values, strict=True)])
             found.update((keys[i], v) for i, v in zip(todo, values, strict=True))
         self.hits += len(keys) - len(todo)
@@ -216,7 +221,9 @@ class CachedEngine:
         if params.get("temperature", 0) and params.get("seed") is None:
             self.calls += 1
             self.misses += len(prompts)
-            return list(self.engine.generate(list(prompts), sampling_params))
+            fresh = list(self.engine.generate(list(prompts), sampling_params))
+            self.tokens += sum(len(o["token_ids"]) for out in fresh for o in _generate_value(out))
+            return fresh
         keys = [request_key(self.backend, self.model, "generate", p, params) for p in prompts]
         found = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
@@ -224,6 +231,7 @@ class CachedEngine:
             self.calls += 1
             fresh = self.engine.generate([prompts[i] for i in todo], sampling_params)
             values = [_generate_value(o) for o in fresh]
+            self.tokens += sum(len(o["token_ids"]) for v in values for o in v)
             self.cache.put_many("generate", [(keys[i], v) for i, v in zip(todo, values, strict=True)])
             found.update((keys[i], v) for i, v in zip(todo, values, strict=True))
         self.hits += len(keys) - len(todo)
@@ -232,5 +240,5 @@ class CachedEngine:
                                                                                                     strict=True)]
 
     def stats(self) -> dict[str, int]:
-        """Hits, misses and engine calls so far."""
-        return {"hits": self.hits, "misses": self.misses, "calls": self.calls}
+        """Hits, misses, engine calls and engine tokens so far."""
+        return {"hits": self.hits, "misses": self.misses, "calls": self.calls, "tokens": self.tokens}

@@ -82,8 +82,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 class Progress:
     """A tqdm bar on a terminal, a log line every few seconds otherwise."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, engine: Any = None) -> None:
         self.name = name
+        self.engine = engine
         self.bar: Any = None
         self.tty = sys.stderr.isatty()
         self.start = time.monotonic()
@@ -100,14 +101,20 @@ class Progress:
                 self.bar = tqdm(total=total, initial=done, unit="rows", desc=self.name, dynamic_ncols=True)
             else:
                 self.bar.update(done - self.bar.n)
+            if self.engine is not None:
+                self.bar.set_postfix_str(f"{self.tokens_per_s():.0f} tokens/s, {self.engine.hits} cache hits")
             return
         now = time.monotonic()
         if now - self.last_log >= LOG_EVERY_S or done == total:
             self.last_log = now
             rate = (done - self.first) / max(now - self.start, 1e-9)
             eta = f", ETA {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
-            print(f"orchestra: {self.name}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.0f} rows/s{eta}",
-                  file=sys.stderr, flush=True)
+            tokens = f", {self.tokens_per_s():.0f} tokens/s" if self.engine is not None else ""
+            print(f"orchestra: {self.name}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.0f} rows/s"
+                  f"{tokens}{eta}", file=sys.stderr, flush=True)
+
+    def tokens_per_s(self) -> float:
+        return self.engine.tokens / max(time.monotonic() - self.start, 1e-9)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -135,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               prepared.cache_path or job_dir / "cache.sqlite", backend=spec.backend, model=spec.model)
     context = Context(task=prepared.task, engine=engine, seed=prepared.config.run.seed,
                       base_dir=str(prepared.source.resolve().parent))
-    progress = Progress(prepared.config.name)
+    progress = Progress(prepared.config.name, engine)
     try:
         result = job.run(context, progress)
     finally:

@@ -151,6 +151,7 @@ class Pipeline:
         chunk_size: int | None = None,
         context: Context | None = None,
         on_chunk: Callable[[int, int], None] | None = None,
+        cache: str | Path | None = None,
     ) -> pd.DataFrame:
         """Run every step over the data.
 
@@ -173,6 +174,9 @@ class Pipeline:
             A prepared context (overrides ``engine``, ``task`` and ``seed``).
         on_chunk
             Called with (rows done, rows total) after each chunk.
+        cache
+            Path of an SQLite response cache to put ``engine`` behind (``engine.cache.CachedEngine``), so a
+            re-run makes no model calls.
 
         Returns
         -------
@@ -180,6 +184,10 @@ class Pipeline:
             The input columns followed by every step's columns.
         """
         frame = as_frame(data)
+        if cache is not None and engine is not None:
+            from engine.cache import CachedEngine
+
+            engine = CachedEngine(engine, cache)
         if context is None:
             context = Context(task=task, engine=engine, seed=seed)
         if self.needs_engine and context.engine is None:

@@ -67,7 +67,7 @@ def test_a_rerun_makes_zero_engine_calls_and_returns_the_same_scores(tmp_path):
     again = CachedEngine(scorer, ResponseCache(path))
     second = again.score(PROMPTS, CHOICES)
     assert scorer.calls == 1
-    assert again.stats() == {"hits": len(PROMPTS), "misses": 0, "calls": 0}
+    assert again.stats() == {"hits": len(PROMPTS), "misses": 0, "calls": 0, "tokens": 0}
     assert [[(s.logprob, s.mean_logprob, s.num_tokens) for s in row] for row in first] == \
         [[(s.logprob, s.mean_logprob, s.num_tokens) for s in row] for row in second]
 
@@ -78,7 +78,7 @@ def test_only_missing_requests_reach_the_engine(tmp_path):
     cached.score(PROMPTS[:3], CHOICES[:3])
     cached.score(PROMPTS, CHOICES)
     assert scorer.prompts == len(PROMPTS)
-    assert cached.stats() == {"hits": 3, "misses": 6, "calls": 2}
+    assert cached.stats() == {"hits": 3, "misses": 6, "calls": 2, "tokens": 6 * (9 + 9)}
     cached.score(PROMPTS[:2], [[" bad", " good"]] * 2)
     assert scorer.prompts == len(PROMPTS) + 2, "other choices are other requests"
 
