@@ -1,75 +1,45 @@
-"""The ``orchestra`` command line: label a vote table with a label model, or run the demo.
+"""The ``orchestra`` command line.
 
+    orchestra run FILE [--set key.path=value ...] [--job-dir DIR] [--limit N]
+    orchestra validate FILE [--set key.path=value ...]
+    orchestra status DIR
+    orchestra report DIR
     orchestra label VOTES [--columns C ...] [--method auto] [--cardinality K] [--out OUT]
     orchestra demo
 
-Exit codes: 0 success, 2 bad input, 1 runtime failure.
+Exit codes: 0 success, 2 bad input (nothing written), 1 runtime failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import runpy
 import sys
-import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from labelmodel import LabelModel, LabelModelError
-from labelmodel.model.auto import METHODS
+from orchestra.errors import OrchestraError
+from orchestra.io import read_records, write_table
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-class InputError(Exception):
-    """Bad input from the user: exit code 2."""
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True)
-        if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise InputError(f"cannot read {path}: {err}") from err
-    raise InputError(f"{path}: unsupported format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
-
-
-def write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write next to the target and rename, so an existing output is never half-overwritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix.lower() == ".parquet":
-            df.to_parquet(tmp, index=False)
-        elif path.suffix.lower() in (".jsonl", ".ndjson"):
-            df.to_json(tmp, orient="records", lines=True)
-        else:
-            df.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+LOG_EVERY_S = 5.0
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    df = read_table(Path(args.votes))
+    import numpy as np
+
+    from labelmodel import LabelModel
+
+    df = read_records(args.votes)
     columns = args.columns or [c for c in df.columns if str(c).startswith(args.prefix)]
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise InputError(f"columns {missing} are not in {args.votes}; it has {list(df.columns)}")
+        raise OrchestraError(f"columns {missing} are not in {args.votes}; it has {list(df.columns)}")
     if not columns:
-        raise InputError(f"no vote columns: none starts with {args.prefix!r}; name them with --columns")
+        raise OrchestraError(f"no vote columns: none starts with {args.prefix!r}; name them with --columns")
     model = LabelModel(method=args.method, cardinality=args.cardinality, seed=args.seed)
     model.fit(df[columns])
     preds, probs = model.predict(df[columns], return_probs=True)
@@ -78,7 +48,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     for c in range(probs.shape[1]):
         out[f"proba_{c}"] = probs[:, c]
     target = Path(args.out) if args.out else Path(args.votes).with_suffix(".labeled" + Path(args.votes).suffix)
-    write_atomic(out, target)
+    write_table(out, target)
     counts = np.bincount(preds[preds >= 0], minlength=probs.shape[1])
     print(f"{len(df)} rows, {len(columns)} vote columns -> {target}")
     print(f"model: {model.chosen_} ({model.reason_})")
@@ -89,19 +59,169 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     script = EXAMPLES / "labelmodel_demo.py"
     if not script.exists():
-        raise InputError(f"the demo needs the source checkout's examples/ folder ({script} is missing)")
+        raise OrchestraError(f"the demo needs the source checkout's examples/ folder ({script} is missing)")
     runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from orchestra.build import prepare_raw
+    from orchestra.config import read_yaml
+
+    prepared, issues = prepare_raw(read_yaml(args.file, args.set or []))
+    if issues or prepared is None:
+        for issue in issues:
+            print(issue.format(args.file), file=sys.stderr)
+        print(f"orchestra: {len(issues)} problem(s) in {args.file}", file=sys.stderr)
+        return 2
+    steps = ", ".join(f"{s.name} ({s.step_type})" for s in prepared.pipeline.steps)
+    print(f"{args.file}: OK — {len(prepared.frame)} records, steps: {steps}")
+    return 0
+
+
+class Progress:
+    """A tqdm bar on a terminal, a log line every few seconds otherwise."""
+
+    def __init__(self, name: str, engine: Any = None) -> None:
+        self.name = name
+        self.engine = engine
+        self.bar: Any = None
+        self.tty = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.first: int | None = None
+        self.last_log = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first = done
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=done, unit="rows", desc=self.name, dynamic_ncols=True)
+            else:
+                self.bar.update(done - self.bar.n)
+            if self.engine is not None:
+                self.bar.set_postfix_str(f"{self.tokens_per_s():.0f} tokens/s, {self.engine.hits} cache hits")
+            return
+        now = time.monotonic()
+        if now - self.last_log >= LOG_EVERY_S or done == total:
+            self.last_log = now
+            rate = (done - self.first) / max(now - self.start, 1e-9)
+            eta = f", ETA {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
+            tokens = f", {self.tokens_per_s():.0f} tokens/s" if self.engine is not None else ""
+            print(f"orchestra: {self.name}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.0f} rows/s"
+                  f"{tokens}{eta}", file=sys.stderr, flush=True)
+
+    def tokens_per_s(self) -> float:
+        return self.engine.tokens / max(time.monotonic() - self.start, 1e-9)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.cache import CachedEngine
+    from orchestra.build import prepare
+    from orchestra.job import Job
+    from orchestra.steps.base import Context
+    from orchestra.steps.prompt import load_engine
+
+    if args.limit is not None and args.limit < 1:
+        raise OrchestraError(f"--limit must be at least 1, got {args.limit}")
+    prepared = prepare(args.file, args.set or [], limit=args.limit)
+    job_dir = Path(args.job_dir) if args.job_dir else prepared.output_path.with_name(
+        prepared.output_path.name + ".job")
+    job = Job(prepared, job_dir)
+    job.check_dir()
+    engine = None
+    if prepared.pipeline.needs_engine:
+        spec = prepared.config.engine
+        engine = CachedEngine(load_engine(spec.backend, spec.model, spec.options),
+                              prepared.cache_path or job_dir / "cache.sqlite", backend=spec.backend, model=spec.model)
+    context = Context(task=prepared.task, engine=engine, seed=prepared.config.run.seed,
+                      base_dir=str(prepared.source.resolve().parent))
+    progress = Progress(prepared.config.name, engine)
+    try:
+        result = job.run(context, progress)
+    finally:
+        progress.close()
+    summary = result.summary
+    print(f"{summary['rows']} rows -> {result.output}  (job {result.job_dir}: {result.chunks_run} chunks run, "
+          f"{result.chunks_resumed} resumed)")
+    print_summary(summary)
+    if engine is not None:
+        s = engine.stats()
+        print(f"cache: {s['hits']} hits, {s['misses']} misses, {s['calls']} engine calls")
+    else:
+        print("cache: no model calls (no step uses a model)")
+    return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Print the headline figures of a job summary."""
+    if "label_model" in summary:
+        lm = summary["label_model"]
+        print(f"label model: {lm['chosen']} ({lm['reason']})")
+    if "label_distribution" in summary:
+        print("labels: " + ", ".join(f"{k}: {v}" for k, v in summary["label_distribution"].items()))
+    if "gold" in summary:
+        g = summary["gold"]
+        print(f"against gold ({g['rows']} rows): accuracy {g['accuracy']:.3f}, F1 {g['f1']:.3f}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestra.job import is_running, read_manifest
+
+    m = read_manifest(args.dir)
+    done = len(m["done"])
+    rows = sum(e["rows"] for e in m["done"].values())
+    state = m["state"]
+    if state != "done":
+        state = "running" if is_running(args.dir) else "interrupted (run the same command again to resume)"
+    print(f"job {m['name']} in {args.dir}: {state}")
+    print(f"chunks: {done}/{m['chunks']} committed ({rows}/{m['rows']} rows, {m['chunk_size']} per chunk)")
+    print(f"fingerprint: {m['fingerprint'][:16]}")
+    if m.get("output"):
+        print(f"output: {m['output']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestra.report import report_from_dir
+
+    summary = report_from_dir(args.dir)
+    print(f"job {summary['name']}: {summary['rows']} rows")
+    print_summary(summary)
+    print(f"wrote {Path(args.dir) / 'summary.json'} and {Path(args.dir) / 'report.html'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestra", description="Many cheap LLM calls, one good label.")
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a YAML pipeline as a resumable batch job")
+    run.add_argument("file", help="pipeline .yaml")
+    run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a YAML value (repeatable)")
+    run.add_argument("--job-dir", help="job directory (default: OUTPUT.job beside the output)")
+    run.add_argument("--limit", type=int, help="process only the first N records")
+    run.set_defaults(func=cmd_run)
+    validate = sub.add_parser("validate", help="check a YAML pipeline and its data without loading any model")
+    validate.add_argument("file")
+    validate.add_argument("--set", action="append", metavar="KEY.PATH=VALUE")
+    validate.set_defaults(func=cmd_validate)
+    status = sub.add_parser("status", help="progress of a job directory")
+    status.add_argument("dir")
+    status.set_defaults(func=cmd_status)
+    report = sub.add_parser("report", help="rebuild summary.json and report.html of a finished job")
+    report.add_argument("dir")
+    report.set_defaults(func=cmd_report)
     label = sub.add_parser("label", help="aggregate vote columns (class index, -1 = abstain) into labels")
     label.add_argument("votes", help="table of votes: .csv, .tsv, .jsonl or .parquet")
     label.add_argument("--columns", nargs="*", help="vote columns (default: those starting with --prefix)")
     label.add_argument("--prefix", default="vote_", help="prefix of vote columns when --columns is not given")
-    label.add_argument("--method", default="auto", choices=METHODS)
+    label.add_argument("--method", default="auto", help="label model: auto, majority, triplet, dawid_skene, ...")
     label.add_argument("--cardinality", type=int, help="number of classes (default: inferred)")
     label.add_argument("--seed", type=int, default=0)
     label.add_argument("--out", help="output table (default: VOTES with .labeled before the suffix)")
@@ -111,14 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_input_error(err: BaseException) -> bool:
+    """Whether an exception is bad input (exit 2) rather than a runtime failure (exit 1)."""
+    if isinstance(err, OrchestraError):
+        return True
+    for module, name in (("labelmodel.errors", "LabelModelError"), ("engine.errors", "EngineError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(err, getattr(loaded, name)):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="orchestra: %(levelname)s: %(name)s: %(message)s")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return args.func(args)
-    except (InputError, LabelModelError) as err:
-        print(f"orchestra: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # noqa: BLE001 - the CLI reports any runtime failure with exit code 1
+    except Exception as err:  # noqa: BLE001 - the CLI reports any failure with an exit code
+        if is_input_error(err):
+            print(f"orchestra: error: {err}", file=sys.stderr)
+            return 2
         print(f"orchestra: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
 
