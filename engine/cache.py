@@ -149,8 +149,9 @@ class CachedRequestOutput:
     outputs: list[CachedCompletion]
 
 
-def _score_value(scores: Sequence[Any]) -> list[list[float]]:
-    return [[float(s.logprob), float(s.mean_logprob), int(s.num_tokens)] for s in scores]
+def _score_value(scores: Any) -> list[list[float]]:
+    """Accepts engine.LLM's ScoreOutput (choices under ``.choices``) or a plain list of choice scores."""
+    return [[float(s.logprob), float(s.mean_logprob), int(s.num_tokens)] for s in getattr(scores, "choices", scores)]
 
 
 def _generate_value(output: Any) -> list[dict[str, Any]]:

@@ -168,7 +168,8 @@ class Job:
         if not self.job_dir.is_dir():
             raise OrchestraError(f"job directory {self.job_dir} is a file; give a folder with --job-dir")
         if not (self.job_dir / MANIFEST).exists():
-            if any(self.job_dir.iterdir()):
+            # The response cache (with SQLite's -wal / -shm files) is opened before the first manifest.
+            if any(not p.name.startswith("cache.sqlite") for p in self.job_dir.iterdir()):
                 raise OrchestraError(
                     f"{self.job_dir} exists, is not empty and is not a job directory; give a new --job-dir"
                 )

@@ -15,3 +15,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real evaluation data not found at {SHARED_DATA} (CI provides ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def llm():
+    """The default model in our engine, loaded once for the whole test session."""
+    from engine import LLM
+    from engine.loader import resolve_model_path
+
+    try:
+        resolve_model_path("smollm2-135m")
+    except Exception as exc:  # noqa: BLE001 - any failure to find the model is a reason to skip
+        pytest.skip(f"default model not installed: {exc}")
+    return LLM("smollm2-135m", max_model_len=512, kv_cache_memory=256 << 20, max_num_seqs=64)

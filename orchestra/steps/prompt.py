@@ -2,8 +2,9 @@
 
 Engine contract (issue 3):
 
-- ``engine.LLM(model=..., backend=..., **options)`` builds an engine;
-- ``llm.score(prompts: list[str], choices: list[list[str]]) -> list[list[ChoiceScore]]`` where a ChoiceScore has
+- ``engine.LLM(model=..., **options)`` builds the local engine (the only backend so far);
+- ``llm.score(prompts: list[str], choices: list[list[str]])`` -> per prompt a ScoreOutput whose ``.choices`` (or a
+  plain list, as the response cache returns) holds one ChoiceScore per choice; a ChoiceScore has
   ``.logprob`` (total log-probability of the choice given the prompt), ``.mean_logprob`` and ``.num_tokens``;
 - ``llm.generate(prompts: list[str], SamplingParams) -> list[RequestOutput]`` (vLLM-style, ``.outputs[0].text``),
   with ``engine.SamplingParams(temperature=..., max_tokens=..., seed=...)``.
@@ -53,7 +54,11 @@ def load_engine(backend: str, model: str, options: dict[str, Any] | None = None)
             f"this pipeline has a step that needs a model, but the engine is not available ({err}); install "
             "the engine package or remove the prompt steps"
         ) from err
-    return LLM(model=model, backend=backend, **(options or {}))
+    if backend != "local":
+        raise OrchestraError(
+            f"engine backend {backend!r} is not available yet; use backend: local (the library's own engine)"
+        )
+    return LLM(model=model, **(options or {}))
 
 
 def choose(scores: Sequence[Any], classes: Sequence[int], by: str, min_logprob: float | None) -> int:
@@ -257,7 +262,9 @@ class PromptStep(Step):
         words, classes = task.choices()
         choices = [self.choice_prefix + w for w in words]
         results = context.engine.score(prompts, [choices] * len(prompts))
-        return [choose(scores, classes, self.by, self.min_logprob) for scores in results]
+        # engine.LLM returns ScoreOutput objects holding .choices; the cache returns plain lists.
+        rows = [getattr(r, "choices", r) for r in results]
+        return [choose(scores, classes, self.by, self.min_logprob) for scores in rows]
 
     def _generate(self, prompts: list[str], context: Context) -> list[str]:
         from engine import SamplingParams

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from engine import LLM
 from engine.loader import resolve_model_path
 
 PROMPTS = [
@@ -16,15 +15,6 @@ PROMPTS = [
     "import numpy as np\n\n# compute the mean of an array\n",
     "<|im_start|>user\nName a fruit that is yellow.<|im_end|>\n<|im_start|>assistant\n",
 ]
-
-
-@pytest.fixture(scope="session")
-def llm() -> LLM:
-    try:
-        resolve_model_path("smollm2-135m")
-    except Exception as exc:
-        pytest.skip(f"default model not installed: {exc}")
-    return LLM("smollm2-135m", max_model_len=512, kv_cache_memory=256 << 20, max_num_seqs=64)
 
 
 @pytest.fixture(scope="session")

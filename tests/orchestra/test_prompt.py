@@ -22,12 +22,6 @@ TASK = Task("reviews", ["negative", "positive"], "Review: {text}\nSentiment:",
 
 
 @pytest.fixture(scope="module")
-def llm():
-    LLM = real_engine()
-    return LLM(model="smollm2-135m", backend="local")
-
-
-@pytest.fixture(scope="module")
 def reviews():
     return pd.read_csv(EXAMPLES / "data" / "reviews.csv").rename(columns={"label": "gold"}).head(12)
 
@@ -82,10 +76,10 @@ def test_the_prompt_example_runs_and_a_rerun_is_answered_from_the_cache(cli, tmp
 def test_legalbench_hearsay_end_to_end(cli, shared_data, tmp_path):
     real_engine()
     job = tmp_path / "job"
-    done = cli("run", str(EXAMPLES / "hearsay.yaml"), "--limit", "40", "--job-dir", str(job),
+    done = cli("run", str(EXAMPLES / "hearsay.yaml"), "--limit", "16", "--job-dir", str(job),
                "--set", f"output.path={tmp_path / 'hearsay.parquet'}", "--set", "output.report=", timeout=600)
     assert done.returncode == 0, done.stderr
     frame = pd.read_parquet(tmp_path / "hearsay.parquet")
-    assert len(frame) == 40
+    assert len(frame) == 16
     assert {"vote_prompt", "vote_statement", "vote_zero_shot", "label", "proba_No", "proba_Yes"} <= set(frame.columns)
-    assert "against gold (40 rows)" in done.stdout
+    assert "against gold (16 rows)" in done.stdout
