@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
-	$(VENV)/bin/orchestra demo
+	$(VENV)/bin/orchestra run examples/demo.yaml
 
 bench: $(STAMP)
 	$(PY) benchmarks/labelmodel_quality.py

@@ -87,9 +87,9 @@ def test_overrides_set_values_and_are_named_in_errors(tmp_path):
 def test_the_example_pipelines_validate_without_loading_a_model():
     from .conftest import EXAMPLES
 
-    for name in ("reviews.yaml", "reviews_prompt.yaml"):
+    for name in ("reviews.yaml", "demo.yaml"):
         assert check(EXAMPLES / name) == [], name
-    prepared = prepare(EXAMPLES / "reviews_prompt.yaml")
+    prepared = prepare(EXAMPLES / "demo.yaml")
     assert [s.name for s in prepared.pipeline.steps] == ["lfs", "prompt", "sentiment", "label_model"]
     assert prepared.pipeline.needs_engine
 

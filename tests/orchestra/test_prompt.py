@@ -62,10 +62,10 @@ def test_the_prompt_example_runs_and_a_rerun_is_answered_from_the_cache(cli, tmp
 
     project = tmp_path / "examples"
     shutil.copytree(EXAMPLES, project, ignore=shutil.ignore_patterns("out", "__pycache__"))
-    args = ("run", str(project / "reviews_prompt.yaml"), "--limit", "12", "--set", "engine.cache=cache.sqlite")
+    args = ("run", str(project / "demo.yaml"), "--limit", "12", "--set", "engine.cache=cache.sqlite")
     first = cli(*args, "--job-dir", str(tmp_path / "job1"), timeout=600)
     assert first.returncode == 0, first.stderr
-    output = project / "out" / "reviews_prompt.parquet"
+    output = project / "out" / "demo.parquet"
     before = output.read_bytes()
     again = cli(*args, "--job-dir", str(tmp_path / "job2"), timeout=600)
     assert again.returncode == 0, again.stderr
