@@ -123,6 +123,7 @@ def main() -> None:
     t = time.perf_counter()
     ours_scores = llm.score(score_prompts, score_choices)
     ours_score_s = time.perf_counter() - t
+    print(f"ours: score {ours_score_s:.1f}s", flush=True)
     s1 = llm.stats()
     hit = (s1["cached_tokens"] - s0["cached_tokens"]) / max(
         1, s1["cached_tokens"] - s0["cached_tokens"] + s1["prefill_tokens"] - s0["prefill_tokens"])
@@ -130,6 +131,7 @@ def main() -> None:
     ours_samples = llm.generate(gen_prompts[:n_sample], SamplingParams(n=8, temperature=0.8, max_tokens=64,
                                                                        ignore_eos=True, seed=0))
     ours_sample_s = time.perf_counter() - t
+    print(f"ours: sample {ours_sample_s:.1f}s", flush=True)
     sample_tokens = sum(len(o.token_ids) for r in ours_samples for o in r.outputs)
     t = time.perf_counter()
     ours_greedy = llm.generate(gen_prompts[:n_greedy], SamplingParams(temperature=0, max_tokens=128, ignore_eos=True))
@@ -146,6 +148,7 @@ def main() -> None:
     t = time.perf_counter()
     peer_scores = hf_score(model, list(zip(prompt_ids, choice_ids)), batch_size=32)
     peer_score_s = time.perf_counter() - t
+    print(f"transformers: score {peer_score_s:.1f}s", flush=True)
     same = sum(max(range(len(p)), key=p.__getitem__) == o.best for p, o in zip(peer_scores, ours_scores))
     max_diff = max(abs(a - c.logprob) for p, o in zip(peer_scores, ours_scores) for a, c in zip(p, o.choices))
     gen_ids = [tok.encode(p) for p in gen_prompts]
@@ -153,6 +156,7 @@ def main() -> None:
     peer_sample_tokens = hf_generate(model, gen_ids[:n_sample], 32, do_sample=True, temperature=0.8, top_k=0,
                                      top_p=1.0, max_new_tokens=64, min_new_tokens=64, num_return_sequences=8)
     peer_sample_s = time.perf_counter() - t
+    print(f"transformers: sample {peer_sample_s:.1f}s", flush=True)
     t = time.perf_counter()
     peer_greedy_tokens = hf_generate(model, gen_ids[:n_greedy], 64, do_sample=False, max_new_tokens=128,
                                      min_new_tokens=128)
