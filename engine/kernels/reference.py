@@ -1,6 +1,6 @@
 """Torch reference implementations of the paged-attention ops.
 
-Cache layout (per layer): ``k_cache``/``v_cache`` of shape ``[num_blocks, block_size, num_kv_heads, head_dim]``.
+Cache layout (per layer): ``k_cache``/``v_cache`` shaped ``[num_blocks, block_size, num_kv_heads, head_dim]``.
 A token's slot is ``block_id * block_size + offset``; ``block_tables[i]`` lists sequence i's blocks (padded
 with -1), ``context_lens[i]`` is its total length including the new tokens. Both attention ops gather each
 sequence's context through its block table into one padded batch and run batched matmuls (few, large ops are
@@ -11,7 +11,11 @@ import torch
 
 
 def store_kv(
-    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
 ) -> None:
     """Write ``key``/``value`` ``[num_tokens, num_kv_heads, head_dim]`` into the cache at ``slot_mapping``."""
     num_blocks, block_size, h, d = k_cache.shape
@@ -20,15 +24,17 @@ def store_kv(
 
 
 def _gather_context(cache: torch.Tensor, block_tables: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``[num_seqs, num_kv_heads, max_len, head_dim]`` view of each sequence's first ``max_len`` cached tokens."""
+    """Each sequence's first ``max_len`` cached tokens as ``[num_seqs, num_kv_heads, max_len, head_dim]``."""
     block_size = cache.shape[1]
     n_blocks = (max_len + block_size - 1) // block_size
     table = block_tables[:, :n_blocks].clamp(min=0)
     return cache[table].flatten(1, 2)[:, :max_len].transpose(1, 2)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float) -> torch.Tensor:
-    """``q`` ``[B, kvh, R, D]`` over ``k``/``v`` ``[B, kvh, L, D]`` where ``allowed`` ``[B, 1, R, L]`` is True."""
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Softmax attention of ``q`` ``[B, kvh, R, D]`` over ``k``/``v`` ``[B, kvh, L, D]`` where ``allowed``."""
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
     scores.masked_fill_(~allowed, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), v)
