@@ -151,3 +151,12 @@ def test_invalid_sampling_params(kwargs):
 def test_unknown_model_name():
     with pytest.raises(EngineError, match="unknown model"):
         LLM("no-such-model")
+
+
+def test_tight_token_budget_gives_the_same_scores(llm):
+    tight = LLM("smollm2-135m", max_model_len=128, max_num_batched_tokens=128, kv_cache_memory=64 << 20)
+    prompts = [
+        SHARED + f"Review number {i}: the plot was {w} and the acting {w}.\nSentiment:"
+        for i, w in enumerate(["dull", "superb", "odd", "fine", "weak", "great", "messy"])
+    ]
+    np.testing.assert_allclose(score_table(tight, prompts), score_table(llm, prompts), atol=1e-3)
