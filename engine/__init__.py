@@ -5,4 +5,12 @@ from engine.llm import LLM
 from engine.outputs import ChoiceScore, CompletionOutput, RequestOutput, ScoreOutput
 from engine.sampling_params import SamplingParams
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "ScoreOutput", "ChoiceScore", "EngineError"]
+__all__ = [
+    "LLM",
+    "SamplingParams",
+    "RequestOutput",
+    "CompletionOutput",
+    "ScoreOutput",
+    "ChoiceScore",
+    "EngineError",
+]

@@ -55,6 +55,21 @@ class BlockManager:
         self.hash_to_block[h] = block.block_id
         return h
 
+    def num_hit_tokens_for(self, seq: Sequence) -> int:
+        """Prompt tokens ``allocate`` would serve from the prefix cache, without changing anything."""
+        bs = self.block_size
+        cap = seq.logits_from if seq.cacheable and self.enable_prefix_caching else 0
+        parent_hash, hits = -1, 0
+        for i in range(cap // bs):
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            h = chain_hash(tokens, parent_hash)
+            block_id = self.hash_to_block.get(h)
+            if block_id is None or self.blocks[block_id].token_ids != tokens:
+                break
+            hits += bs
+            parent_hash = h
+        return hits
+
     def can_allocate(self, seq: Sequence) -> bool:
         return self.blocks_needed(len(seq)) <= len(self.free)
 
@@ -64,7 +79,7 @@ class BlockManager:
         cap = seq.logits_from if seq.cacheable and self.enable_prefix_caching else 0
         parent_hash, missed, cached = -1, False, 0
         for i in range(self.blocks_needed(len(seq))):
-            tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
             full = len(tokens) == bs
             block = None
             if full and not missed and (i + 1) * bs <= cap:

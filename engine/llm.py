@@ -19,8 +19,14 @@ from engine.sequence import SeqKind, Sequence
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"auto": torch.float32, "float32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
-           "float16": torch.float16, "half": torch.float16}
+_DTYPES = {
+    "auto": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
 Prompt = str | list[int]
 
 
@@ -55,7 +61,9 @@ class LLM:
         cfg = loaded.config
         max_len = max_model_len or min(cfg.max_position_embeddings, 2048)
         if not isinstance(max_len, int) or not 1 < max_len <= cfg.max_position_embeddings:
-            raise EngineError(f"max_model_len must be in [2, {cfg.max_position_embeddings}], got {max_model_len!r}")
+            raise EngineError(
+                f"max_model_len must be in [2, {cfg.max_position_embeddings}], got {max_model_len!r}"
+            )
         num_blocks = int(kv_cache_memory) // kv_bytes_per_block(cfg, block_size, torch_dtype)
         if num_blocks * block_size < max_len:
             raise EngineError(
@@ -79,7 +87,9 @@ class LLM:
     def _tokenize(self, prompt: Prompt, what: str = "prompt") -> list[int]:
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt)
-        elif isinstance(prompt, list | tuple) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        elif isinstance(prompt, list | tuple) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt
+        ):
             vocab = self.engine.model_config.vocab_size
             if any(t < 0 or t >= vocab for t in prompt):
                 raise EngineError(f"{what} token ids must be in [0, {vocab}), got {list(prompt)[:8]}...")
@@ -106,22 +116,30 @@ class LLM:
         use_tqdm: bool = False,
     ) -> list[RequestOutput]:
         """Complete each prompt (text or token ids); ``n`` samples per prompt share its KV blocks."""
-        single = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int))
+        single = isinstance(prompts, str) or (
+            isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
+        )
         prompt_list = [prompts] if single else prompts
         if not isinstance(prompt_list, Seq) or isinstance(prompt_list, str) or not prompt_list:
             raise EngineError("prompts must be a non-empty string, token-id list, or list of them")
         params = sampling_params if sampling_params is not None else SamplingParams()
         params_list = params if isinstance(params, list) else [params] * len(prompt_list)
-        if len(params_list) != len(prompt_list) or not all(isinstance(p, SamplingParams) for p in params_list):
+        if len(params_list) != len(prompt_list) or not all(
+            isinstance(p, SamplingParams) for p in params_list
+        ):
             raise EngineError("sampling_params must be one SamplingParams or a list with one per prompt")
         token_lists = [self._tokenize(p) for p in prompt_list]
         groups = []
-        for ids, sp in zip(token_lists, params_list):
+        for ids, sp in zip(token_lists, params_list, strict=False):
             room = self.config.max_model_len - len(ids)
             seqs = []
             for j in range(sp.n):
                 seq = Sequence(
-                    next(self._ids), list(ids), SeqKind.GENERATE, sp, logits_from=len(ids) - 1,
+                    next(self._ids),
+                    list(ids),
+                    SeqKind.GENERATE,
+                    sp,
+                    logits_from=len(ids) - 1,
                     generator=None if sp.greedy else self._generator(sp.seed, j),
                     logprobs=[] if sp.logprobs is not None else None,
                 )
@@ -133,13 +151,22 @@ class LLM:
                 self.engine.add(seq)
         self._run()
         outputs = []
-        for prompt, ids, seqs in zip(prompt_list, token_lists, groups):
+        for prompt, ids, seqs in zip(prompt_list, token_lists, groups, strict=False):
             outs = [
-                CompletionOutput(j, s.text, s.output_token_ids, s.cumulative_logprob, s.logprobs, s.finish_reason)
+                CompletionOutput(
+                    j, s.text, s.output_token_ids, s.cumulative_logprob, s.logprobs, s.finish_reason
+                )
                 for j, s in enumerate(seqs)
             ]
-            outputs.append(RequestOutput(str(seqs[0].seq_id), prompt if isinstance(prompt, str) else None, ids,
-                                         outs, num_cached_tokens=max(seqs[0].num_prefix_hit_tokens, 0)))
+            outputs.append(
+                RequestOutput(
+                    str(seqs[0].seq_id),
+                    prompt if isinstance(prompt, str) else None,
+                    ids,
+                    outs,
+                    num_cached_tokens=max(seqs[0].num_prefix_hit_tokens, 0),
+                )
+            )
         return outputs
 
     def _run(self) -> None:
@@ -157,7 +184,9 @@ class LLM:
     ) -> list[RequestOutput]:
         """Generate replies to one conversation or a list of them, rendered with the model's chat template."""
         if not isinstance(messages, list) or not messages:
-            raise EngineError("messages must be a non-empty list of {'role', 'content'} dicts or of conversations")
+            raise EngineError(
+                "messages must be a non-empty list of {'role', 'content'} dicts or of conversations"
+            )
         convs = [messages] if isinstance(messages[0], dict) else messages
         for conv in convs:
             if not all(isinstance(m, dict) and "role" in m and "content" in m for m in conv):
@@ -186,22 +215,34 @@ class LLM:
                 raise EngineError(f"prompt {i} has no choices")
             cids = [self._tokenize_choice(c) for c in cs]
             if len(ids) + max(len(c) for c in cids) > self.config.max_model_len:
-                raise EngineError(f"prompt {i} plus its longest choice exceed max_model_len={self.config.max_model_len}")
-            parent = Sequence(next(self._ids), list(ids), SeqKind.SCORE, logits_from=len(ids) - 1,
-                              score_targets=[c[0] for c in cids])
+                raise EngineError(
+                    f"prompt {i} plus its longest choice exceed max_model_len={self.config.max_model_len}"
+                )
+            parent = Sequence(
+                next(self._ids),
+                list(ids),
+                SeqKind.SCORE,
+                logits_from=len(ids) - 1,
+                score_targets=[c[0] for c in cids],
+            )
             children = {}
             for k, c in enumerate(cids):
                 if len(c) > 1:
-                    children[k] = Sequence(next(self._ids), ids + c[:-1], SeqKind.SCORE, logits_from=len(ids),
-                                           score_targets=c[1:])
+                    children[k] = Sequence(
+                        next(self._ids),
+                        ids + c[:-1],
+                        SeqKind.SCORE,
+                        logits_from=len(ids),
+                        score_targets=c[1:],
+                    )
             jobs.append((prompt, cs, cids, parent, children))
         for _, _, _, parent, children in jobs:
             self.engine.add(parent, list(children.values()))
         self._run()
         results = []
-        for prompt, cs, cids, parent, children in jobs:
+        for prompt, cs, _, parent, children in jobs:
             out = ScoreOutput(prompt)
-            for k, (c, ids) in enumerate(zip(cs, cids)):
+            for k, c in enumerate(cs):
                 lps = [parent.result[k]] + (children[k].result if k in children else [])
                 total = float(sum(lps))
                 out.choices.append(ChoiceScore(c, total, total / len(lps), len(lps)))
@@ -221,7 +262,9 @@ class LLM:
         text_list = [texts] if isinstance(texts, str) else texts
         if not isinstance(text_list, list) or not text_list:
             raise EngineError("texts must be a non-empty string or list of strings")
-        seqs = [Sequence(next(self._ids), self._tokenize(t), SeqKind.EMBED, cacheable=False) for t in text_list]
+        seqs = [
+            Sequence(next(self._ids), self._tokenize(t), SeqKind.EMBED, cacheable=False) for t in text_list
+        ]
         for seq in seqs:
             self.engine.add(seq)
         self._run()
@@ -245,7 +288,15 @@ class LLM:
 def _capped(sp: SamplingParams, room: int) -> SamplingParams:
     """A copy of ``sp`` whose max_tokens fits the room left under max_model_len."""
     return SamplingParams(
-        n=sp.n, temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, min_p=sp.min_p, seed=sp.seed,
-        max_tokens=max(room, 1), stop=sp.stop, stop_token_ids=sp.stop_token_ids, ignore_eos=sp.ignore_eos,
+        n=sp.n,
+        temperature=sp.temperature,
+        top_p=sp.top_p,
+        top_k=sp.top_k,
+        min_p=sp.min_p,
+        seed=sp.seed,
+        max_tokens=max(room, 1),
+        stop=sp.stop,
+        stop_token_ids=sp.stop_token_ids,
+        ignore_eos=sp.ignore_eos,
         logprobs=sp.logprobs,
     )

@@ -75,7 +75,9 @@ class LLMEngine:
             rows = torch.tensor([spans[i][1] - 1 for i in gen])
             logits = self.runner.logits(hidden[rows])
             gen_seqs = [seqs[i] for i in gen]
-            tokens, logprobs = self.sampler(logits, [s.params for s in gen_seqs], [s.generator for s in gen_seqs])
+            tokens, logprobs = self.sampler(
+                logits, [s.params for s in gen_seqs], [s.generator for s in gen_seqs]
+            )
             for j, seq in enumerate(gen_seqs):
                 self._append_token(seq, tokens[j], logprobs[j])
         for i, seq in enumerate(seqs):
@@ -112,7 +114,7 @@ class LLMEngine:
             entry = {token: float(logprobs[token])}
             if params.logprobs:
                 top = logprobs.topk(params.logprobs)
-                entry.update(zip(top.indices.tolist(), top.values.tolist()))
+                entry.update(zip(top.indices.tolist(), top.values.tolist(), strict=False))
             seq.logprobs.append(entry)
         num_out = len(seq) - seq.num_prompt_tokens
         if (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:

@@ -25,7 +25,13 @@ class ModelRunner:
         self.config = config
         cfg = model.config
         self.kv_cache = torch.zeros(
-            2, cfg.num_layers, config.num_blocks, config.block_size, cfg.num_kv_heads, cfg.head_dim, dtype=dtype
+            2,
+            cfg.num_layers,
+            config.num_blocks,
+            config.block_size,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            dtype=dtype,
         )
         for i, layer in enumerate(model.layers):
             layer.self_attn.k_cache = self.kv_cache[0, i]
@@ -35,7 +41,9 @@ class ModelRunner:
     @staticmethod
     def _tables(seqs: list) -> torch.Tensor:
         width = max(len(s.block_table) for s in seqs)
-        return torch.tensor([s.block_table + [-1] * (width - len(s.block_table)) for s in seqs], dtype=torch.long)
+        return torch.tensor(
+            [s.block_table + [-1] * (width - len(s.block_table)) for s in seqs], dtype=torch.long
+        )
 
     def _slots(self, seq, start: int, end: int) -> list[int]:
         bs = self.config.block_size
@@ -89,7 +97,7 @@ class ModelRunner:
         ends += [nd + int(c) for c in meta.prefill_cu_seqlens_q[1:].tolist()]
         index: list[int] = []
         spans: list[tuple[int, int]] = []
-        for first, end in zip(first_rows, ends):
+        for first, end in zip(first_rows, ends, strict=False):
             spans.append((len(index), len(index) + end - first))
             index.extend(range(first, end))
         return hidden[torch.tensor(index, dtype=torch.long)], spans

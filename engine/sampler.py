@@ -23,7 +23,9 @@ class Sampler:
             top_k = [params[i].top_k for i in rows]
             if any(k > 0 for k in top_k):
                 k_t = torch.tensor([k if k > 0 else sub.shape[1] for k in top_k])
-                kth = sub.sort(dim=-1, descending=True).values.gather(1, (k_t - 1).clamp(max=sub.shape[1] - 1)[:, None])
+                kth = sub.sort(dim=-1, descending=True).values.gather(
+                    1, (k_t - 1).clamp(max=sub.shape[1] - 1)[:, None]
+                )
                 sub = sub.masked_fill(sub < kth, float("-inf"))
             probs = torch.softmax(sub, dim=-1)
             top_p = torch.tensor([params[i].top_p for i in rows], dtype=probs.dtype)

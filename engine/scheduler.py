@@ -78,20 +78,22 @@ class Scheduler:
             self.block_manager.deallocate(parent)
 
     def _try_admit(self, seq: Sequence, batch: Batch, budget: int) -> bool:
+        """Allocate ``seq`` if blocks and the token budget allow. The budget is checked before allocating, so
+        blocks registered in the prefix cache are always computed in this step."""
         bm = self.block_manager
         if seq.parent is not None:
+            if batch and len(seq) - len(seq.parent) > budget:
+                return False
             if not bm.can_fork(seq.parent, seq):
                 return False
-            copies = bm.fork(seq.parent, seq)
+            batch.copies.extend(bm.fork(seq.parent, seq))
             self._release_parent(seq)
-            batch.copies.extend(copies)
-        else:
-            if not bm.can_allocate(seq):
-                return False
-            bm.allocate(seq)
-        if batch and seq.num_new_tokens > budget:
-            bm.deallocate(seq)
+            return True
+        if batch and len(seq) - bm.num_hit_tokens_for(seq) > budget:
             return False
+        if not bm.can_allocate(seq):
+            return False
+        bm.allocate(seq)
         return True
 
     def schedule(self) -> Batch:
@@ -109,7 +111,8 @@ class Scheduler:
                 if not batch:
                     raise EngineError(
                         f"a {len(seq)}-token sequence does not fit the KV cache of "
-                        f"{len(self.block_manager.blocks)} blocks; raise kv_cache_memory or lower max_model_len"
+                        f"{len(self.block_manager.blocks)} blocks; raise kv_cache_memory or lower "
+                        "max_model_len"
                     )
                 break
             self.waiting.popleft()

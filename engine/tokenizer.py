@@ -23,8 +23,9 @@ _QWEN2_PATTERN = (
 class ChatTokenizer:
     """Encode/decode text and render conversations with the model's own chat template."""
 
-    def __init__(self, tokenizer: Tokenizer, chat_template: str | None, bos_token: str, eos_token: str,
-                 add_bos: bool) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, chat_template: str | None, bos_token: str, eos_token: str, add_bos: bool
+    ) -> None:
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.bos_token = bos_token
@@ -55,7 +56,9 @@ class ChatTokenizer:
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             self._template = env.from_string(self.chat_template)
         return self._template.render(
-            messages=messages, add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
             eos_token=self.eos_token,
         )
 
@@ -80,8 +83,13 @@ def from_hf_folder(path: str) -> ChatTokenizer:
     def _tok(v) -> str:
         return (v.get("content") if isinstance(v, dict) else v) or ""
 
-    return ChatTokenizer(tok, template, _tok(conf.get("bos_token")), _tok(conf.get("eos_token")),
-                         bool(conf.get("add_bos_token", False)))
+    return ChatTokenizer(
+        tok,
+        template,
+        _tok(conf.get("bos_token")),
+        _tok(conf.get("eos_token")),
+        bool(conf.get("add_bos_token", False)),
+    )
 
 
 def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
@@ -99,7 +107,9 @@ def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
         )
     if pre in ("gpt2", "default", ""):
         return pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raise EngineError(f"GGUF pre-tokenizer {pre!r} is not supported; supported: smollm, llama-bpe, qwen2, gpt2")
+    raise EngineError(
+        f"GGUF pre-tokenizer {pre!r} is not supported; supported: smollm, llama-bpe, qwen2, gpt2"
+    )
 
 
 def from_gguf_reader(reader) -> ChatTokenizer:
@@ -119,8 +129,13 @@ def from_gguf_reader(reader) -> ChatTokenizer:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = _pre_tokenizer(get("tokenizer.ggml.pre", "default"))
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types)
-                            if ty in (3, 4)])
+    tok.add_special_tokens(
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t, ty in zip(tokens, types, strict=False)
+            if ty in (3, 4)
+        ]
+    )
     bos_id, eos_id = get("tokenizer.ggml.bos_token_id"), get("tokenizer.ggml.eos_token_id")
     return ChatTokenizer(
         tok,

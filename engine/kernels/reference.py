@@ -1,16 +1,21 @@
 """Torch reference implementations of the paged-attention ops.
 
-Cache layout (per layer): ``k_cache``/``v_cache`` of shape ``[num_blocks, block_size, num_kv_heads, head_dim]``.
+Cache layout (per layer): ``k_cache``/``v_cache`` shaped ``[num_blocks, block_size, num_kv_heads, head_dim]``.
 A token's slot is ``block_id * block_size + offset``; ``block_tables[i]`` lists sequence i's blocks (padded
-with -1), ``context_lens[i]`` is its total length including the new tokens.
+with -1), ``context_lens[i]`` is its total length including the new tokens. Both attention ops gather each
+sequence's context through its block table into one padded batch and run batched matmuls (few, large ops are
+what a CPU does well).
 """
 
 import torch
-import torch.nn.functional as F
 
 
 def store_kv(
-    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
 ) -> None:
     """Write ``key``/``value`` ``[num_tokens, num_kv_heads, head_dim]`` into the cache at ``slot_mapping``."""
     num_blocks, block_size, h, d = k_cache.shape
@@ -18,11 +23,21 @@ def store_kv(
     v_cache.view(num_blocks * block_size, h, d).index_copy_(0, slot_mapping, value)
 
 
-def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
-    """The first ``length`` cached tokens of one sequence as ``[length, num_kv_heads, head_dim]``."""
+def _gather_context(cache: torch.Tensor, block_tables: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Each sequence's first ``max_len`` cached tokens as ``[num_seqs, num_kv_heads, max_len, head_dim]``."""
     block_size = cache.shape[1]
-    n = (length + block_size - 1) // block_size
-    return cache[block_table[:n]].flatten(0, 1)[:length]
+    n_blocks = (max_len + block_size - 1) // block_size
+    table = block_tables[:, :n_blocks].clamp(min=0)
+    return cache[table].flatten(1, 2)[:, :max_len].transpose(1, 2)
+
+
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Softmax attention of ``q`` ``[B, kvh, R, D]`` over ``k``/``v`` ``[B, kvh, L, D]`` where ``allowed``."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
+    scores.masked_fill_(~allowed, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 def prefill_attention(
@@ -40,27 +55,27 @@ def prefill_attention(
     ``cu_seqlens_q[i]:cu_seqlens_q[i+1]``; they are the last tokens of a context of ``context_lens[i]`` tokens
     whose K/V (new tokens included) are already in the cache. Returns ``[num_tokens, num_heads, head_dim]``.
     """
-    num_heads = query.shape[1]
+    num_tokens, num_heads, head_dim = query.shape
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
-    out = torch.empty_like(query)
-    cu = cu_seqlens_q.tolist()
-    lens = context_lens.tolist()
-    for i, ctx in enumerate(lens):
-        start, end = cu[i], cu[i + 1]
-        n_new = end - start
-        k = _gather(k_cache, block_tables[i], ctx).transpose(0, 1)
-        v = _gather(v_cache, block_tables[i], ctx).transpose(0, 1)
-        q = query[start:end].transpose(0, 1).unflatten(0, (num_kv_heads, group))
-        k = k.unsqueeze(1)
-        v = v.unsqueeze(1)
-        if n_new == ctx:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        else:
-            mask = torch.ones(n_new, ctx, dtype=torch.bool).tril(ctx - n_new)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        out[start:end] = o.flatten(0, 1).transpose(0, 1)
-    return out
+    num_seqs = context_lens.shape[0]
+    q_lens = cu_seqlens_q[1:] - cu_seqlens_q[:-1]
+    max_q, max_len = int(q_lens.max()), int(context_lens.max())
+    seq_of = torch.repeat_interleave(torch.arange(num_seqs), q_lens)
+    row_of = torch.arange(num_tokens) - cu_seqlens_q[:-1][seq_of]
+    flat = seq_of * max_q + row_of
+    q = query.new_zeros(num_seqs * max_q, num_heads, head_dim).index_copy_(0, flat, query)
+    q = q.view(num_seqs, max_q, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
+    q = q.reshape(num_seqs, num_kv_heads, group * max_q, head_dim)
+    k = _gather_context(k_cache, block_tables, max_len)
+    v = _gather_context(v_cache, block_tables, max_len)
+    q_pos = (context_lens - q_lens)[:, None] + torch.arange(max_q)[None, :]
+    key_pos = torch.arange(max_len)
+    allowed = key_pos[None, None, :] <= q_pos[:, :, None]
+    allowed = allowed.repeat(1, group, 1).unsqueeze(1)
+    out = _attend(q, k, v, allowed, scale)
+    out = out.view(num_seqs, num_kv_heads, group, max_q, head_dim).permute(0, 3, 1, 2, 4)
+    return out.reshape(num_seqs * max_q, num_heads, head_dim)[flat]
 
 
 def decode_attention(
@@ -77,17 +92,10 @@ def decode_attention(
     Returns ``[num_seqs, num_heads, head_dim]``.
     """
     num_seqs, num_heads, head_dim = query.shape
-    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
-    group = num_heads // num_kv_heads
+    num_kv_heads = k_cache.shape[2]
     max_len = int(context_lens.max())
-    n_blocks = (max_len + block_size - 1) // block_size
-    table = block_tables[:, :n_blocks].clamp(min=0)
-    k = k_cache[table].flatten(1, 2)[:, :max_len]
-    v = v_cache[table].flatten(1, 2)[:, :max_len]
-    q = query.view(num_seqs, num_kv_heads, group, head_dim)
-    scores = torch.einsum("bhgd,blhd->bhgl", q, k) * scale
-    pad = torch.arange(max_len) >= context_lens[:, None]
-    scores.masked_fill_(pad[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    out = torch.einsum("bhgl,blhd->bhgd", probs, v)
-    return out.reshape(num_seqs, num_heads, head_dim)
+    k = _gather_context(k_cache, block_tables, max_len)
+    v = _gather_context(v_cache, block_tables, max_len)
+    q = query.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    allowed = (torch.arange(max_len)[None, :] < context_lens[:, None])[:, None, None, :]
+    return _attend(q, k, v, allowed, scale).reshape(num_seqs, num_heads, head_dim)

@@ -52,7 +52,9 @@ def read_gguf(path: str) -> tuple[ModelConfig, dict[str, torch.Tensor], GGUFRead
     reader = GGUFReader(path)
     arch = _field(reader, "general.architecture")
     if arch not in _SUPPORTED_ARCHS:
-        raise EngineError(f"GGUF architecture {arch!r} is not supported; supported: {', '.join(_SUPPORTED_ARCHS)}")
+        raise EngineError(
+            f"GGUF architecture {arch!r} is not supported; supported: {', '.join(_SUPPORTED_ARCHS)}"
+        )
     hidden = int(_field(reader, f"{arch}.embedding_length"))
     n_head = int(_field(reader, f"{arch}.attention.head_count"))
     n_kv = int(_field(reader, f"{arch}.attention.head_count_kv", n_head))

@@ -17,11 +17,15 @@ def read_hf_folder(path: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Config and fp32 state dict (HF names) of a safetensors checkpoint folder."""
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
-        raise EngineError(f"{path} has no config.json; pass a HF-style folder, a .gguf file or 'smollm2-135m'")
+        raise EngineError(
+            f"{path} has no config.json; pass a HF-style folder, a .gguf file or 'smollm2-135m'"
+        )
     with open(cfg_path) as f:
         raw = json.load(f)
     if raw.get("model_type") not in _SUPPORTED_TYPES:
-        raise EngineError(f"model_type {raw.get('model_type')!r} is not supported; supported: {_SUPPORTED_TYPES}")
+        raise EngineError(
+            f"model_type {raw.get('model_type')!r} is not supported; supported: {_SUPPORTED_TYPES}"
+        )
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
     if not files:
         raise EngineError(f"{path} holds no *.safetensors weights")

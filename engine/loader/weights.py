@@ -9,12 +9,17 @@ from engine.models.llama import LlamaForCausalLM
 def load_weights(model: LlamaForCausalLM, weights: dict[str, torch.Tensor]) -> None:
     """Fill ``model`` from a HF-layout state dict (q/k/v and gate/up are concatenated here)."""
     params = dict(model.named_parameters())
-    fused = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-             "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+    fused = {
+        "q_proj": ("qkv_proj", 0),
+        "k_proj": ("qkv_proj", 1),
+        "v_proj": ("qkv_proj", 2),
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+    }
     pending: dict[str, list] = {}
     for name, tensor in weights.items():
         if name.startswith("model."):
-            name = name[len("model."):]
+            name = name[len("model.") :]
         parts = name.split(".")
         if len(parts) >= 3 and parts[-2] in fused:
             target, idx = fused[parts[-2]]

@@ -94,15 +94,24 @@ class Attention(nn.Module):
         if nd:
             parts.append(
                 kernels.decode_attention(
-                    q[:nd], self.k_cache, self.v_cache, meta.decode_context_lens, meta.decode_block_tables,
+                    q[:nd],
+                    self.k_cache,
+                    self.v_cache,
+                    meta.decode_context_lens,
+                    meta.decode_block_tables,
                     self.scale,
                 )
             )
         if q.shape[0] > nd:
             parts.append(
                 kernels.prefill_attention(
-                    q[nd:], self.k_cache, self.v_cache, meta.prefill_cu_seqlens_q, meta.prefill_context_lens,
-                    meta.prefill_block_tables, self.scale,
+                    q[nd:],
+                    self.k_cache,
+                    self.v_cache,
+                    meta.prefill_cu_seqlens_q,
+                    meta.prefill_context_lens,
+                    meta.prefill_block_tables,
+                    self.scale,
                 )
             )
         o = parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -151,7 +160,9 @@ class LlamaForCausalLM(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
         h = self.embed_tokens(input_ids)
         for layer in self.layers:
             h = layer(positions, h, meta)

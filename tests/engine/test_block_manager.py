@@ -68,3 +68,12 @@ def test_append_registers_filled_blocks():
     again = seq(1, [1, 2, 3, 4, 5])
     bm.allocate(again)
     assert again.num_cached_tokens == 4
+
+
+def test_hit_prediction_matches_allocation():
+    bm = BlockManager(num_blocks=8, block_size=4)
+    bm.allocate(seq(0, list(range(10))))
+    probe = seq(1, list(range(9)) + [77])
+    predicted = bm.num_hit_tokens_for(probe)
+    bm.allocate(probe)
+    assert predicted == probe.num_cached_tokens == 8

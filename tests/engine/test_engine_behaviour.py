@@ -9,7 +9,9 @@ from .conftest import PROMPTS
 
 GREEDY = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
 SHARED = "Classify the sentiment of the review as positive or negative.\nReview: "
-SCORE_PROMPTS = [SHARED + r + "\nSentiment:" for r in ("I loved it.", "Terrible, boring film.", "It was fine.")]
+SCORE_PROMPTS = [
+    SHARED + r + "\nSentiment:" for r in ("I loved it.", "Terrible, boring film.", "It was fine.")
+]
 CHOICES = [" positive", " negative", " mixed feelings"]
 
 
@@ -74,7 +76,9 @@ def test_seeded_sampling_is_reproducible_and_n_samples_differ(llm):
 
 
 def test_stop_strings_across_token_boundaries_and_max_tokens(llm):
-    full = llm.generate(PROMPTS[1], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))[0].outputs[0]
+    full = llm.generate(PROMPTS[1], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))[0].outputs[
+        0
+    ]
     assert len(full.token_ids) == 20 and full.finish_reason == "length"
     pieces = [llm.tokenizer.decode([t]) for t in full.token_ids]
     k = next(i for i in range(3, len(pieces)) if pieces[i].strip() and pieces[i + 1].strip())
@@ -91,7 +95,7 @@ def test_logprobs_are_consistent_with_score(llm):
     out = llm.generate(PROMPTS[0], params)[0]
     comp = out.outputs[0]
     assert len(comp.logprobs) == 6
-    for tok, entry in zip(comp.token_ids, comp.logprobs):
+    for tok, entry in zip(comp.token_ids, comp.logprobs, strict=False):
         assert tok in entry and entry[tok] == max(entry.values())
     scored = llm.score([out.prompt_token_ids], [comp.token_ids])[0].choices[0]
     assert scored.logprob == pytest.approx(comp.cumulative_logprob, abs=1e-3)
@@ -99,7 +103,9 @@ def test_logprobs_are_consistent_with_score(llm):
 
 
 def test_chat_and_embed(llm):
-    reply = llm.chat([{"role": "user", "content": "What is 2+2?"}], SamplingParams(temperature=0, max_tokens=12))
+    reply = llm.chat(
+        [{"role": "user", "content": "What is 2+2?"}], SamplingParams(temperature=0, max_tokens=12)
+    )
     assert "4" in reply[0].outputs[0].text
     emb = llm.embed(["a cat sat on the mat", "a cat sat on the mat", "quarterly revenue grew"])
     assert emb.shape == (3, 576) and emb.dtype == np.float32
@@ -127,7 +133,15 @@ def test_bad_input_is_rejected_and_the_engine_keeps_serving(llm, call):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(n=0), dict(top_p=0), dict(top_k=-2), dict(min_p=2), dict(max_tokens=0), dict(stop=[""]), dict(logprobs=-1)],
+    [
+        dict(n=0),
+        dict(top_p=0),
+        dict(top_k=-2),
+        dict(min_p=2),
+        dict(max_tokens=0),
+        dict(stop=[""]),
+        dict(logprobs=-1),
+    ],
 )
 def test_invalid_sampling_params(kwargs):
     with pytest.raises(EngineError):
@@ -137,3 +151,12 @@ def test_invalid_sampling_params(kwargs):
 def test_unknown_model_name():
     with pytest.raises(EngineError, match="unknown model"):
         LLM("no-such-model")
+
+
+def test_tight_token_budget_gives_the_same_scores(llm):
+    tight = LLM("smollm2-135m", max_model_len=128, max_num_batched_tokens=128, kv_cache_memory=64 << 20)
+    prompts = [
+        SHARED + f"Review number {i}: the plot was {w} and the acting {w}.\nSentiment:"
+        for i, w in enumerate(["dull", "superb", "odd", "fine", "weak", "great", "messy"])
+    ]
+    np.testing.assert_allclose(score_table(tight, prompts), score_table(llm, prompts), atol=1e-3)

@@ -35,11 +35,12 @@ def test_prefill_and_decode_logits_match_transformers(llm, hf_model):
 def test_greedy_text_matches_transformers_generate(llm, hf_model):
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
     outs = llm.generate(PROMPTS, params)
-    for prompt, out in zip(PROMPTS, outs):
+    for prompt, out in zip(PROMPTS, outs, strict=False):
         ids = torch.tensor([out.prompt_token_ids])
         with torch.no_grad():
-            ref = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                                    pad_token_id=2)
-        ref_ids = ref[0, ids.shape[1]:].tolist()
+            ref = hf_model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, pad_token_id=2
+            )
+        ref_ids = ref[0, ids.shape[1] :].tolist()
         assert out.outputs[0].token_ids == ref_ids, prompt
         assert out.outputs[0].text == llm.tokenizer.decode(ref_ids)
