@@ -27,6 +27,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/labelmodel_quality.py
 	$(PY) benchmarks/labelmodel_scale.py
+	$(PY) benchmarks/engine_cpu.py --quick
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
