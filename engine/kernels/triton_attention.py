@@ -86,6 +86,18 @@ def _kv_tile(k_cache, v_cache, table, start, ctx, kv_head, offs_n, offs_d, d_mas
 
 
 @triton.jit
+def _online_softmax_update(acc, l_i, m_i, s, v):
+    """Fold one tile of log2-domain scores s and values v into the running max m, sum l and output acc."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)
+    p = tl.math.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _prefill_inner(acc, l_i, m_i, q, q_pos, k_cache, v_cache, k_desc, v_desc, table, lo, hi, ctx, kv_head,
                    offs_n, offs_d, d_mask,
                    MASKED: tl.constexpr, CAUSAL: tl.constexpr, ROW_STRIDE: tl.constexpr,
@@ -110,13 +122,7 @@ def _prefill_inner(acc, l_i, m_i, q, q_pos, k_cache, v_cache, k_desc, v_desc, ta
             if CAUSAL:
                 visible = visible & (kv_pos[None, :] <= q_pos[:, None])
             s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_safe)
-        p = tl.math.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, s, v)
     return acc, l_i, m_i
 
 
@@ -289,13 +295,7 @@ def _decode_split_kernel(
                                           row_stride, BLOCK_SIZE, BLOCK_N, HEAD_DIM)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(in_range[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_safe)
-        p = tl.math.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, s, v)
     # Partial result of this split, normalised, with its log2-sum-exp for the merge (-inf when empty).
     lse = tl.where(l_i > 0.0, m_i + tl.math.log2(tl.where(l_i > 0.0, l_i, 1.0)), float("-inf"))
     acc = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
