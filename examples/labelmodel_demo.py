@@ -1,7 +1,7 @@
 """Label-model demo: keyword labeling functions over product reviews, aggregated by a label model.
 
 Run it with ``make demo`` (or ``python examples/labelmodel_demo.py``). It writes labeling functions the
-Snorkel way, applies them to examples/data/reviews.csv, analyses them, and compares majority vote with
+Snorkel way, applies them to examples/inputs/reviews.csv, analyses them, and compares majority vote with
 ``LabelModel(method="auto")`` against the gold labels the file carries.
 """
 
@@ -15,7 +15,7 @@ import pandas as pd
 from labelmodel import ABSTAIN, LabelModel, LFAnalysis, MajorityVote, PandasLFApplier, labeling_function
 
 NEGATIVE, POSITIVE = 0, 1
-DATA = Path(__file__).resolve().parent / "data" / "reviews.csv"
+DATA = Path(__file__).resolve().parent / "inputs" / "reviews.csv"
 
 
 def keyword_lf(name: str, words: list[str], label: int):

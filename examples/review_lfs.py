@@ -1,4 +1,4 @@
-"""Keyword labeling functions for examples/data/reviews.csv (0 = negative, 1 = positive).
+"""Keyword labeling functions for examples/inputs/reviews.csv (0 = negative, 1 = positive).
 
 Used by examples/reviews.yaml through the ``lfs`` step; every module-level ``@labeling_function()`` becomes
 one vote column.

@@ -3,7 +3,7 @@
 A pipeline file::
 
     name: reviews
-    data: {path: data/reviews.csv, id: id, gold: label}
+    data: {path: inputs/reviews.csv, id: id, gold: label}
     task: {labels: [negative, positive], input: "{text}"}
     steps:
       - lfs: {module: review_lfs.py}

@@ -54,7 +54,7 @@ def cli() -> Callable[..., subprocess.CompletedProcess]:
 def write_pipeline(folder: Path, data: str = "reviews.csv", suffix: str = "parquet", chunk_size: int = 16) -> Path:
     """A pipeline folder: the example reviews, their LF module and a YAML over them."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(EXAMPLES / "data" / "reviews.csv", folder / "reviews.csv")
+    shutil.copy(EXAMPLES / "inputs" / "reviews.csv", folder / "reviews.csv")
     shutil.copy(EXAMPLES / "review_lfs.py", folder / "review_lfs.py")
     path = folder / "pipeline.yaml"
     path.write_text(PIPELINE.format(data=data, suffix=suffix, chunk_size=chunk_size))

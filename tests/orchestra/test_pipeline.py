@@ -15,7 +15,7 @@ TASK = Task("reviews", ["negative", "positive"], "{text}")
 
 @pytest.fixture(scope="module")
 def reviews():
-    return pd.read_csv(EXAMPLES / "data" / "reviews.csv").rename(columns={"label": "gold"})
+    return pd.read_csv(EXAMPLES / "inputs" / "reviews.csv").rename(columns={"label": "gold"})
 
 
 def test_lfs_and_label_model_match_the_label_model_used_directly(reviews):

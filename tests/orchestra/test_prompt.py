@@ -23,7 +23,7 @@ TASK = Task("reviews", ["negative", "positive"], "Review: {text}\nSentiment:",
 
 @pytest.fixture(scope="module")
 def reviews():
-    return pd.read_csv(EXAMPLES / "data" / "reviews.csv").rename(columns={"label": "gold"}).head(12)
+    return pd.read_csv(EXAMPLES / "inputs" / "reviews.csv").rename(columns={"label": "gold"}).head(12)
 
 
 @pytest.mark.parametrize("by", ["total", "mean"])
