@@ -20,7 +20,6 @@ from engine.sequence import SeqKind, Sequence
 logger = logging.getLogger(__name__)
 
 _DTYPES = {
-    "auto": torch.float32,
     "float32": torch.float32,
     "float": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -30,10 +29,33 @@ _DTYPES = {
 Prompt = str | list[int]
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else must name a usable device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EngineError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EngineError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use 'cpu' or 'auto'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise EngineError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    elif dev.type != "cpu":
+        raise EngineError(f"device type {dev.type!r} is not supported; use 'auto', 'cpu' or 'cuda'")
+    return dev
+
+
 class LLM:
     """Load a model once and serve generate/chat/score/embed requests in continuous batches.
 
     ``model`` is ``"smollm2-135m"``, a ``.gguf`` file or a HF-style folder. ``kv_cache_memory`` is in bytes.
+    ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``dtype``
+    ``"auto"`` is bfloat16 on CUDA and float32 on the CPU. On CUDA the attention ops are our Triton kernels and
+    decode steps replay CUDA graphs (``cuda_graphs=False`` runs eagerly, for debugging).
     """
 
     def __init__(
@@ -48,15 +70,19 @@ class LLM:
         block_size: int = 16,
         max_num_batched_tokens: int | None = None,
         enable_prefix_caching: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
-        if device not in ("auto", "cpu"):
-            raise EngineError(f"device {device!r} is not supported by the CPU engine; use 'auto' or 'cpu'")
-        torch_dtype = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(dtype)
+        torch_device = resolve_device(device)
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
+        else:
+            torch_dtype = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(dtype)
         if torch_dtype is None:
             raise EngineError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
         if not isinstance(max_num_seqs, int) or max_num_seqs < 1:
             raise EngineError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
-        torch.set_num_threads(os.cpu_count() or 1)
+        if torch_device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
         loaded = load_model_files(model)
         cfg = loaded.config
         max_len = max_model_len or min(cfg.max_position_embeddings, 2048)
@@ -78,7 +104,8 @@ class LLM:
             num_blocks=num_blocks,
             enable_prefix_caching=enable_prefix_caching,
         )
-        self.engine = LLMEngine(loaded, self.config, torch_dtype)
+        self.device = torch_device
+        self.engine = LLMEngine(loaded, self.config, torch_dtype, torch_device, cuda_graphs=cuda_graphs)
         self.tokenizer = loaded.tokenizer
         self.seed = seed
         self._ids = itertools.count()
@@ -105,9 +132,10 @@ class LLM:
             )
         return ids
 
-    def _generator(self, seed: int | None, index: int) -> torch.Generator:
+    def _sample_seed(self, seed: int | None, index: int) -> int:
+        """The counter-based sampler's seed for sample ``index`` of a request (see engine/sampler.py)."""
         base = seed if seed is not None else self.seed * 1_000_003 + next(self._requests)
-        return torch.Generator().manual_seed((base * 7919 + index) % (1 << 63))
+        return (base * 7919 + index) % (1 << 63)
 
     def generate(
         self,
@@ -140,7 +168,7 @@ class LLM:
                     SeqKind.GENERATE,
                     sp,
                     logits_from=len(ids) - 1,
-                    generator=None if sp.greedy else self._generator(sp.seed, j),
+                    sample_seed=None if sp.greedy else self._sample_seed(sp.seed, j),
                     logprobs=[] if sp.logprobs is not None else None,
                 )
                 seq.params = sp if sp.max_tokens is not None and sp.max_tokens <= room else _capped(sp, room)
@@ -268,7 +296,7 @@ class LLM:
         for seq in seqs:
             self.engine.add(seq)
         self._run()
-        return torch.stack([s.result for s in seqs]).numpy()
+        return torch.stack([s.result for s in seqs]).cpu().numpy()
 
     def stats(self) -> dict:
         """Tokens prefilled (computed), served from the prefix cache, generated; steps; engine wall time."""

@@ -18,6 +18,9 @@ from engine.sequence import SeqKind, Sequence
 
 logger = logging.getLogger(__name__)
 
+# Score rows whose vocabulary log-probs are materialized at once ([rows, vocab] fp32: 512 rows ~ 100 MB).
+_SCORE_CHUNK = 512
+
 
 @dataclass
 class EngineStats:
@@ -33,16 +36,24 @@ class EngineStats:
 class LLMEngine:
     """Local backend: owns model, KV cache, scheduler and sampler, and runs sequences to completion."""
 
-    def __init__(self, loaded: LoadedModel, config: EngineConfig, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        config: EngineConfig,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
         self.config = config
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
+        self.device = device or torch.device("cpu")
         model = LlamaForCausalLM(loaded.config, config.max_model_len).to(dtype)
         load_weights(model, loaded.weights)
-        model.eval()
+        model.eval().to(self.device)
         self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.block_manager)
-        self.runner = ModelRunner(model, config, dtype)
+        self.runner = ModelRunner(model, config, dtype, self.device, cuda_graphs=cuda_graphs)
         self.sampler = Sampler()
         self.stats = EngineStats()
         self.children: dict[int, list[Sequence]] = {}
@@ -72,23 +83,24 @@ class LLMEngine:
         seqs = batch.decode + batch.prefill
         gen = [i for i, s in enumerate(seqs) if s.kind == SeqKind.GENERATE]
         if gen:
-            rows = torch.tensor([spans[i][1] - 1 for i in gen])
+            rows = torch.tensor([spans[i][1] - 1 for i in gen], device=hidden.device)
             logits = self.runner.logits(hidden[rows])
             gen_seqs = [seqs[i] for i in gen]
-            tokens, logprobs = self.sampler(
-                logits, [s.params for s in gen_seqs], [s.generator for s in gen_seqs]
+            tokens, chosen, lse = self.sampler(
+                logits,
+                [s.params for s in gen_seqs],
+                [s.sample_seed for s in gen_seqs],
+                [len(s) - s.num_prompt_tokens for s in gen_seqs],
             )
             for j, seq in enumerate(gen_seqs):
-                self._append_token(seq, tokens[j], logprobs[j])
+                top = logits[j] - lse[j] if seq.params.logprobs else None
+                self._append_token(seq, tokens[j], chosen[j], top)
+        scored = [(seqs[i], spans[i]) for i, s in enumerate(seqs) if s.kind == SeqKind.SCORE]
+        if scored:
+            self._score(hidden, scored)
         for i, seq in enumerate(seqs):
             start_row, end_row = spans[i]
             if seq.kind == SeqKind.SCORE:
-                lp = torch.log_softmax(self.runner.logits(hidden[start_row:end_row]), dim=-1)
-                targets = torch.tensor(seq.score_targets)
-                if lp.shape[0] == len(seq.score_targets):
-                    seq.result = lp.gather(1, targets[:, None]).squeeze(1).tolist()
-                else:
-                    seq.result = lp[-1, targets].tolist()
                 self._finish(seq)
             elif seq.kind == SeqKind.EMBED:
                 seq.result = hidden[start_row:end_row].float().mean(0)
@@ -100,19 +112,44 @@ class LLMEngine:
         self.stats.steps += 1
         self.stats.wall_time_s += time.perf_counter() - start
 
+    def _score(self, hidden: torch.Tensor, scored: list[tuple[Sequence, tuple[int, int]]]) -> None:
+        """Log-prob of each score target: a row per target (a choice continuation) or, for a prompt, every
+        choice's first token from its last row. All rows of the step go through the LM head together, in chunks
+        that bound the [rows, vocab] buffer, with one device-to-host copy per chunk."""
+        rows: list[int] = []
+        targets: list[int] = []
+        for seq, (start, end) in scored:
+            if end - start == len(seq.score_targets):
+                rows.extend(range(start, end))
+            else:
+                rows.extend([end - 1] * len(seq.score_targets))
+            targets.extend(seq.score_targets)
+        values: list[float] = []
+        for lo in range(0, len(rows), _SCORE_CHUNK):
+            idx = torch.tensor(rows[lo : lo + _SCORE_CHUNK], device=hidden.device)
+            tgt = torch.tensor(targets[lo : lo + _SCORE_CHUNK], device=hidden.device)
+            lp = torch.log_softmax(self.runner.logits(hidden[idx]), dim=-1)
+            values.extend(lp.gather(1, tgt[:, None]).squeeze(1).tolist())
+        at = 0
+        for seq, _ in scored:
+            seq.result = values[at : at + len(seq.score_targets)]
+            at += len(seq.score_targets)
+
     def _finish(self, seq: Sequence) -> None:
         self.scheduler.finish(seq)
         for child in self.children.pop(seq.seq_id, []):
             self.scheduler.add(child, front=True)
 
-    def _append_token(self, seq: Sequence, token: int, logprobs: torch.Tensor) -> None:
+    def _append_token(
+        self, seq: Sequence, token: int, token_logprob: float, logprobs: torch.Tensor | None
+    ) -> None:
         params = seq.params
         seq.token_ids.append(token)
         self.stats.generated_tokens += 1
-        seq.cumulative_logprob += float(logprobs[token])
+        seq.cumulative_logprob += token_logprob
         if params.logprobs is not None:
-            entry = {token: float(logprobs[token])}
-            if params.logprobs:
+            entry = {token: token_logprob}
+            if params.logprobs and logprobs is not None:
                 top = logprobs.topk(params.logprobs)
                 entry.update(zip(top.indices.tolist(), top.values.tolist(), strict=False))
             seq.logprobs.append(entry)

@@ -1,6 +1,12 @@
-"""Owns the model and the KV cache; flattens a batch into tensors and runs one forward pass."""
+"""Owns the model and the KV cache; flattens a batch into tensors and runs one forward pass.
+
+On CUDA, decode-only steps replay a CUDA graph captured for the next batch size up (1, 2, 4, 8, then
+multiples of 16), with padded rows writing nowhere (slot -1) and attending to nothing (length 0): a 135M
+model's decode step is ~30 layers x ~10 small kernels, so launch overhead, not math, is what graphs remove.
+"""
 
 import logging
+import math
 
 import torch
 
@@ -17,12 +23,28 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) ->
     return 2 * cfg.num_layers * block_size * cfg.num_kv_heads * cfg.head_dim * torch.finfo(dtype).bits // 8
 
 
+def graph_batch_sizes(max_num_seqs: int) -> list[int]:
+    """Decode batch sizes captured as CUDA graphs: 1, 2, 4, 8, then every multiple of 16 up to the limit."""
+    sizes = [s for s in (1, 2, 4, 8) if s < max_num_seqs] + list(range(16, max_num_seqs + 1, 16))
+    if not sizes or sizes[-1] < max_num_seqs:
+        sizes.append(max_num_seqs)
+    return sizes
+
+
 class ModelRunner:
     """Runs ``model`` over a scheduled batch; returns final hidden states for the requested rows."""
 
-    def __init__(self, model: LlamaForCausalLM, config: EngineConfig, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        config: EngineConfig,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
         self.model = model
         self.config = config
+        self.device = device or torch.device("cpu")
         cfg = model.config
         self.kv_cache = torch.zeros(
             2,
@@ -32,27 +54,48 @@ class ModelRunner:
             cfg.num_kv_heads,
             cfg.head_dim,
             dtype=dtype,
+            device=self.device,
         )
         for i, layer in enumerate(model.layers):
             layer.self_attn.k_cache = self.kv_cache[0, i]
             layer.self_attn.v_cache = self.kv_cache[1, i]
-        logger.info("KV cache: %d blocks of %d tokens", config.num_blocks, config.block_size)
+        logger.info("KV cache: %d blocks of %d tokens on %s", config.num_blocks, config.block_size, self.device)
+        self.on_cuda = self.device.type == "cuda"
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if self.on_cuda and cuda_graphs:
+            self.capture_graphs()
+
+    def _tensor(self, data: list, dtype: torch.dtype = torch.long) -> torch.Tensor:
+        """A host list as a tensor on the runner's device (through pinned memory on CUDA)."""
+        return self._device(torch.tensor(data, dtype=dtype))
 
     @staticmethod
-    def _tables(seqs: list) -> torch.Tensor:
-        width = max(len(s.block_table) for s in seqs)
-        return torch.tensor(
-            [s.block_table + [-1] * (width - len(s.block_table)) for s in seqs], dtype=torch.long
-        )
+    def _host_tables(seqs: list) -> torch.Tensor:
+        """Block tables as a -1 padded host tensor. A block table only grows by appends until the block manager
+        replaces the list, so each sequence keeps its table as a tensor and converts only the new entries."""
+        rows = []
+        for seq in seqs:
+            table = seq.block_table
+            cached = seq.table_cache
+            if cached is None or cached[0] is not table:
+                cached = (table, torch.tensor(table, dtype=torch.long))
+            elif cached[1].shape[0] < len(table):
+                cached = (table, torch.cat([cached[1], torch.tensor(table[cached[1].shape[0] :], dtype=torch.long)]))
+            seq.table_cache = cached
+            rows.append(cached[1])
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-1)
+
+    def _device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.pin_memory().to(self.device, non_blocking=True) if self.on_cuda else t
 
     def _slots(self, seq, start: int, end: int) -> list[int]:
         bs = self.config.block_size
         table = seq.block_table
         return [table[p // bs] * bs + p % bs for p in range(start, end)]
 
-    def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
-        """Token ids, positions and metadata of the flattened batch, plus the first output row of each
-        sequence (decode seqs, then prefill seqs), whose output rows run to the next one's start."""
+    def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int], list[int]]:
+        """Token ids, positions and metadata of the flattened batch, the first output row of each sequence
+        (decode seqs, then prefill seqs) and the row after its last."""
         ids: list[int] = []
         pos: list[int] = []
         slots: list[int] = []
@@ -68,40 +111,106 @@ class ModelRunner:
             pos.extend(range(start, len(seq)))
             slots.extend(self._slots(seq, start, len(seq)))
             cu.append(cu[-1] + len(seq) - start)
-        empty = torch.empty(0, dtype=torch.long)
+        empty = torch.empty(0, dtype=torch.long, device=self.device)
         dec, pre = batch.decode, batch.prefill
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.long),
+            slot_mapping=self._tensor(slots),
             num_decode=len(dec),
-            decode_context_lens=torch.tensor([len(s) for s in dec], dtype=torch.long) if dec else empty,
-            decode_block_tables=self._tables(dec) if dec else empty,
-            prefill_cu_seqlens_q=torch.tensor(cu, dtype=torch.long),
-            prefill_context_lens=torch.tensor([len(s) for s in pre], dtype=torch.long) if pre else empty,
-            prefill_block_tables=self._tables(pre) if pre else empty,
+            decode_context_lens=self._tensor([len(s) for s in dec]) if dec else empty,
+            decode_block_tables=self._device(self._host_tables(dec)) if dec else empty,
+            prefill_cu_seqlens_q=self._tensor(cu),
+            prefill_context_lens=self._tensor([len(s) for s in pre]) if pre else empty,
+            prefill_block_tables=self._device(self._host_tables(pre)) if pre else empty,
+            decode_max_context_len=max((len(s) for s in dec), default=0),
+            prefill_max_new_tokens=max((b - a for a, b in zip(cu, cu[1:], strict=False)), default=0),
         )
-        rows = list(range(len(dec)))
         nd = len(dec)
+        firsts = list(range(nd))
         for i, seq in enumerate(pre):
-            rows.append(nd + cu[i] + max(seq.logits_from - seq.num_cached_tokens, 0))
-        return torch.tensor(ids, dtype=torch.long), torch.tensor(pos, dtype=torch.long), meta, rows
+            firsts.append(nd + cu[i] + max(seq.logits_from - seq.num_cached_tokens, 0))
+        ends = list(range(1, nd + 1)) + [nd + c for c in cu[1:]]
+        return self._tensor(ids), self._tensor(pos), meta, firsts, ends
 
     @torch.inference_mode()
     def run(self, batch: Batch) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Final hidden states of every output row, and each sequence's (start, end) slice of them."""
         for src, dst in batch.copies:
             self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]
-        input_ids, positions, meta, first_rows = self.prepare(batch)
+        if self.graphs and not batch.prefill and len(batch.decode) <= max(self.graphs):
+            return self._replay(batch)
+        input_ids, positions, meta, firsts, ends = self.prepare(batch)
         hidden = self.model(input_ids, positions, meta)
-        ends = list(range(1, len(batch.decode) + 1))
-        nd = len(batch.decode)
-        ends += [nd + int(c) for c in meta.prefill_cu_seqlens_q[1:].tolist()]
+        if firsts == list(range(len(firsts))) and ends == [i + 1 for i in range(len(ends))]:
+            return hidden, [(i, i + 1) for i in range(len(firsts))]
         index: list[int] = []
         spans: list[tuple[int, int]] = []
-        for first, end in zip(first_rows, ends, strict=False):
+        for first, end in zip(firsts, ends, strict=False):
             spans.append((len(index), len(index) + end - first))
             index.extend(range(first, end))
-        return hidden[torch.tensor(index, dtype=torch.long)], spans
+        return hidden[self._tensor(index)], spans
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.logits(hidden)
+
+    @torch.inference_mode()
+    def capture_graphs(self) -> None:
+        """Capture one decode forward per batch size in ``graph_batch_sizes``, sharing one memory pool."""
+        cfg = self.config
+        sizes = graph_batch_sizes(cfg.max_num_seqs)
+        max_bs = sizes[-1]
+        width = math.ceil(cfg.max_model_len / cfg.block_size)
+        dev = self.device
+        self._buf = {
+            "ids": torch.zeros(max_bs, dtype=torch.long, device=dev),
+            "pos": torch.zeros(max_bs, dtype=torch.long, device=dev),
+            "slots": torch.full((max_bs,), -1, dtype=torch.long, device=dev),
+            "lens": torch.zeros(max_bs, dtype=torch.long, device=dev),
+            "tables": torch.zeros(max_bs, width, dtype=torch.long, device=dev),
+            "out": torch.zeros(max_bs, self.model.config.hidden_size, dtype=self.kv_cache.dtype, device=dev),
+        }
+        b = self._buf
+        empty = torch.empty(0, dtype=torch.long, device=dev)
+        pool = None
+        for bs in reversed(sizes):
+            meta = AttentionMetadata(
+                slot_mapping=b["slots"][:bs],
+                num_decode=bs,
+                decode_context_lens=b["lens"][:bs],
+                decode_block_tables=b["tables"][:bs],
+                prefill_cu_seqlens_q=empty,
+                prefill_context_lens=empty,
+                prefill_block_tables=empty,
+                decode_max_context_len=cfg.max_model_len,
+            )
+            b["out"][:bs] = self.model(b["ids"][:bs], b["pos"][:bs], meta)  # warm-up: compiles the kernels
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool):
+                b["out"][:bs] = self.model(b["ids"][:bs], b["pos"][:bs], meta)
+            pool = graph.pool() if pool is None else pool
+            self.graphs[bs] = graph
+        torch.cuda.synchronize(dev)
+        logger.info("captured CUDA graphs for decode batch sizes %s", sizes)
+
+    def _replay(self, batch: Batch) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        seqs = batch.decode
+        n = len(seqs)
+        bs = min(s for s in self.graphs if s >= n)
+        b = self._buf
+        block = self.config.block_size
+        rows = []
+        for s in seqs:
+            last = len(s) - 1
+            rows.append([s.token_ids[-1], last, s.block_table[last // block] * block + last % block, len(s)])
+        host = torch.tensor(rows, dtype=torch.long)
+        host, tables = self._device(host), self._device(self._host_tables(seqs))
+        b["ids"][:n].copy_(host[:, 0])
+        b["pos"][:n].copy_(host[:, 1])
+        b["slots"][:n].copy_(host[:, 2])
+        b["lens"][:n].copy_(host[:, 3])
+        b["tables"][:n, : tables.shape[1]].copy_(tables)
+        if bs > n:
+            b["slots"][n:bs].fill_(-1)
+            b["lens"][n:bs].fill_(0)
+        self.graphs[bs].replay()
+        return b["out"][:n], [(i, i + 1) for i in range(n)]

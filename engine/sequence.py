@@ -3,8 +3,6 @@
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-import torch
-
 from engine.sampling_params import SamplingParams
 
 
@@ -34,11 +32,12 @@ class Sequence:
     params: SamplingParams | None = None
     logits_from: int = 0
     cacheable: bool = True
-    generator: torch.Generator | None = None
+    sample_seed: int | None = None
     parent: "Sequence | None" = None
     pending_children: int = 0
     status: SeqStatus = SeqStatus.WAITING
     block_table: list[int] = field(default_factory=list)
+    table_cache: tuple | None = None  # (block_table list, its tensor), kept by the model runner
     num_cached_tokens: int = 0
     num_prefix_hit_tokens: int = -1
     num_prompt_tokens: int = 0

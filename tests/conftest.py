@@ -27,4 +27,4 @@ def llm():
         resolve_model_path("smollm2-135m")
     except Exception as exc:  # noqa: BLE001 - any failure to find the model is a reason to skip
         pytest.skip(f"default model not installed: {exc}")
-    return LLM("smollm2-135m", max_model_len=512, kv_cache_memory=256 << 20, max_num_seqs=64)
+    return LLM("smollm2-135m", device="cpu", max_model_len=512, kv_cache_memory=256 << 20, max_num_seqs=64)

@@ -12,7 +12,8 @@ token slot = block_id * block_size + offset; ``block_tables[i]`` lists sequence 
 - ``decode_attention``: flash-decoding. One program per (sequence, KV head, split) handles all query heads of
   that KV group at once, so each KV tile is read once per group; splits of the context run in parallel and a
   second kernel merges their partial outputs by log-sum-exp, so a batch of one long sequence still fills
-  the GPU.
+  the GPU. The split count is a runtime argument (the merge pads it to a power of two), so the engine's
+  changing batch sizes and lengths do not compile a new kernel variant each.
 
 The same kernels run on the CPU under ``TRITON_INTERPRET=1`` (tests use fp32 / fp16 there).
 """
@@ -265,9 +266,9 @@ def _decode_split_kernel(
     context_lens, block_tables,
     qk_scale,
     stride_qs, stride_qh, stride_bt,
-    tokens_per_split,
+    tokens_per_split, num_splits,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -299,24 +300,23 @@ def _decode_split_kernel(
     # Partial result of this split, normalised, with its log2-sum-exp for the merge (-inf when empty).
     lse = tl.where(l_i > 0.0, m_i + tl.math.log2(tl.where(l_i > 0.0, l_i, 1.0)), float("-inf"))
     acc = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-    row = (seq.to(tl.int64) * (NUM_KV_HEADS * GROUP) + heads) * NUM_SPLITS + split
+    row = (seq.to(tl.int64) * (NUM_KV_HEADS * GROUP) + heads) * num_splits + split
     tl.store(partial_out + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
     tl.store(partial_lse + row, lse, mask=g_mask)
 
 
 @triton.jit
 def _decode_merge_kernel(
-    partial_out, partial_lse, out, stride_os, stride_oh,
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, SPLIT_PAD: tl.constexpr,
+    partial_out, partial_lse, out, stride_os, stride_oh, num_splits,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr, SPLIT_PAD: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
     offs_s = tl.arange(0, SPLIT_PAD)
     offs_d = tl.arange(0, HEAD_PAD)
-    s_mask = offs_s < NUM_SPLITS
+    s_mask = offs_s < num_splits
     d_mask = offs_d < HEAD_DIM
-    row0 = (seq.to(tl.int64) * NUM_HEADS + head) * NUM_SPLITS
+    row0 = (seq.to(tl.int64) * NUM_HEADS + head) * num_splits
     lse = tl.load(partial_lse + row0 + offs_s, mask=s_mask, other=float("-inf"))
     m = tl.max(lse, 0)
     w = tl.where(lse == float("-inf"), 0.0, tl.math.exp2(lse - m))
@@ -369,15 +369,14 @@ def decode_attention(
         context_lens, block_tables,
         scale * LOG2E,
         query.stride(0), query.stride(1), block_tables.stride(0),
-        tokens_per_split,
+        tokens_per_split, splits,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), NUM_KV_HEADS=num_kv_heads,
-        BLOCK_SIZE=block_size, HEAD_DIM=head_dim, HEAD_PAD=head_pad, BLOCK_N=block_n, NUM_SPLITS=splits,
+        BLOCK_SIZE=block_size, HEAD_DIM=head_dim, HEAD_PAD=head_pad, BLOCK_N=block_n,
         num_warps=1 if INTERPRET else 4, num_stages=1 if INTERPRET else 3,
     )
     _decode_merge_kernel[(num_seqs, num_heads)](
-        partial_out, partial_lse, out, out.stride(0), out.stride(1),
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim, HEAD_PAD=head_pad,
-        NUM_SPLITS=splits, SPLIT_PAD=max(2, triton.next_power_of_2(splits)),
+        partial_out, partial_lse, out, out.stride(0), out.stride(1), splits,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, HEAD_PAD=head_pad, SPLIT_PAD=max(2, triton.next_power_of_2(splits)),
         num_warps=1 if INTERPRET else 4,
     )
     return out

@@ -100,6 +100,7 @@ class Attention(nn.Module):
                     meta.decode_context_lens,
                     meta.decode_block_tables,
                     self.scale,
+                    max_context_len=meta.decode_max_context_len,
                 )
             )
         if q.shape[0] > nd:
@@ -112,6 +113,7 @@ class Attention(nn.Module):
                     meta.prefill_context_lens,
                     meta.prefill_block_tables,
                     self.scale,
+                    max_new_tokens=meta.prefill_max_new_tokens,
                 )
             )
         o = parts[0] if len(parts) == 1 else torch.cat(parts)
