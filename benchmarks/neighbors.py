@@ -3,7 +3,7 @@
 Prints, per n, the wall time of each backend, the speed ratio, whether the exact backends agree, and IVF's
 recall@k against exact search. Data: random unit vectors mixed with cluster structure (d = 384, like MiniLM).
 
-    python benchmarks/neighbors.py [--sizes 2000 5000 20000] [--k 10] [--ivf]
+    python benchmarks/neighbors.py [--sizes 2000 5000 20000] [--k 10] [--ivf] [--no-sklearn] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -38,15 +38,20 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--d", type=int, default=384)
     parser.add_argument("--ivf", action="store_true", help="also time the approximate IVF index")
+    parser.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn (large n)")
+    parser.add_argument("--repeat", type=int, default=2, help="best of this many runs")
     args = parser.parse_args()
     header = f"{'n':>8} {'sklearn s':>10} {'faiss s':>10} {'speedup':>8} {'same':>6}"
     print(header + ("  ivf s  recall" if args.ivf else ""))
     for n in args.sizes:
         x = data(n, args.d)
-        ts, a = timed(lambda x=x: nearest_neighbors(x, args.k, backend="sklearn"))
-        tf, b = timed(lambda x=x: nearest_neighbors(x, args.k, backend="faiss"))
-        same = float(np.mean([set(r) == set(s) for r, s in zip(a, b, strict=True)]))
-        line = f"{n:>8} {ts:>10.3f} {tf:>10.3f} {ts / tf:>7.1f}x {same:>6.3f}"
+        tf, b = timed(lambda x=x: nearest_neighbors(x, args.k, backend="faiss"), args.repeat)
+        if args.no_sklearn:
+            line = f"{n:>8} {'-':>10} {tf:>10.3f} {'-':>8} {'-':>6}"
+        else:
+            ts, a = timed(lambda x=x: nearest_neighbors(x, args.k, backend="sklearn"), args.repeat)
+            same = float(np.mean([set(r) == set(s) for r, s in zip(a, b, strict=True)]))
+            line = f"{n:>8} {ts:>10.3f} {tf:>10.3f} {ts / tf:>7.1f}x {same:>6.3f}"
         if args.ivf:
             ti, c = timed(lambda x=x: nearest_neighbors(x, args.k, backend="ivf"), repeat=1)
             recall = float(np.mean([len(set(r) & set(s)) / args.k for r, s in zip(b, c, strict=True)]))
