@@ -151,3 +151,20 @@ def test_bad_parameters_and_inputs_are_named(project):
     out = Pipeline([step]).run(tiny, task=TASK)
     assert list(out.columns[3:]) == ["vote_a@embroid_vec"]
     assert step.vote_columns(list(out.columns)) == ["vote_a"], "Embroid columns are not smoothed again"
+
+
+def test_engine_space_uses_the_pipelines_engine(project, llm, tmp_path):
+    """The 'engine' space embeds with our engine's LLM.embed, also behind the response cache."""
+    from engine.cache import CachedEngine
+    from prompting.embedders import EngineEmbedder
+    from prompting.embroid import smooth_votes
+    from prompting.neighbors import nearest_neighbors
+
+    data = pd.read_csv(project / "rows.tsv", sep="\t").head(8)
+    data["text"] = data["text"].str.slice(0, 100)  # the engine on 2 CPU cores: keep it short
+    data["vote_a"] = (data["answer"] == "Yes").astype(int).where(data.index % 3 != 0, -1)
+    step = make_step("embroid", {"spaces": ["engine"], "k": 3})
+    out = Pipeline([step]).run(data, engine=CachedEngine(llm, tmp_path / "cache.sqlite"), task=TASK)
+    knn = nearest_neighbors(EngineEmbedder(llm).encode(data["text"].tolist()), 3)
+    expected = smooth_votes(data[["vote_a"]].to_numpy(), [knn], k=3, cardinality=2)[:, 0]
+    np.testing.assert_array_equal(out["vote_a@embroid_engine"].to_numpy(), expected)
