@@ -5,7 +5,8 @@ Classification" (NeurIPS 2023). For each source j (a prompt's vote column) and e
 gets a new vote from the votes that source gave to i's k nearest neighbours in s (i itself excluded):
 
 * binary (classes 0 = negative, 1 = positive), exactly the paper's rule: with share_c the fraction of the
-  neighbours that voted (abstainers left out) who voted c, the new vote is positive when share_1 >= tau_pos,
+  neighbours that voted (abstainers left out; with ``abstains="count"`` the fraction of all k) who voted c,
+  the new vote is positive when share_1 >= tau_pos,
   negative when share_0 >= tau_neg (negative wins if both hold, as in the official code), else abstain;
 * C > 2 classes, one-vs-rest: class c clears its threshold when share_c >= tau_c; among the classes that
   clear, the one with the largest margin share_c - tau_c wins (ties to the lower class index); none clears:
@@ -13,10 +14,11 @@ gets a new vote from the votes that source gave to i's k nearest neighbours in s
   as the binary rule.
 
 Either way a row none of whose k neighbours voted abstains, and a class that no neighbour voted for is never
-the new vote (the paper's rule would vote it for every row when its threshold is 0, i.e. when the source
-never votes that class).
+the new vote (with a threshold of 0, i.e. a source that never votes that class, the official code's test
+passes on every row; that is the only case where the binary rule here differs from it).
 
-Default thresholds (``"auto"``): tau_c = the source's own share of votes for class c over all rows, i.e.
+Default thresholds (``"auto"``): tau_c = the source's own share of its votes that are for class c (with
+``abstains="count"``: its votes for c over all rows), i.e.
 tau_pos = P(source votes positive), tau_neg = P(source votes negative), as the paper recommends and its demo
 does: the neighbourhood agrees with the source where the source's vote is more concentrated around the row
 than in the data overall. The smoothed columns go to a label model together with the original votes; the
