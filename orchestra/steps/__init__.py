@@ -1,12 +1,14 @@
 """Pipeline steps: the protocol, the registry and the built-in steps (``lfs``, ``label_model``, ``prompt``)."""
 
 from orchestra.steps.base import Context, Step, make_step, register_step, registered_steps
+from orchestra.steps.embroid import EmbroidStep
 from orchestra.steps.label_model import LabelModelStep
 from orchestra.steps.lfs import LabelingFunctions
 from orchestra.steps.prompt import PromptStep
 
 __all__ = [
     "Context",
+    "EmbroidStep",
     "LabelModelStep",
     "LabelingFunctions",
     "PromptStep",
