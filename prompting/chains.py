@@ -214,6 +214,16 @@ class ChainOutput:
     scores: np.ndarray | None = None
     texts: dict[str, list[str]] = field(default_factory=dict)
     calls: int = 0
+    word_scores: np.ndarray | None = None
+    content_free: np.ndarray | None = None
+    word_class: np.ndarray | None = None
+
+    def recalibrate(self, method: str) -> np.ndarray:
+        """The votes this chain's scores give under another calibration (``"content_free"`` needs its scores)."""
+        if self.word_scores is None:
+            return self.votes
+        k = int(self.word_class.max()) + 1
+        return _argmax_classes(calibrate_scores(self.word_scores, method, self.content_free), self.word_class, k)[0]
 
 
 def parse_answer(text: str, verbalizers: Sequence[Sequence[str]]) -> int:
@@ -379,15 +389,26 @@ def _score_step(engine: Any, chain: Chain, step: ChainStep, rows: list[dict[str,
     raw = values[: len(rows)]
     k = len(step.choices)
     raw_votes, _ = _argmax_classes(raw, word_class, k)
-    if calibrate == "content_free":
-        calibrated = raw - values[len(rows)][None, :]
-    elif calibrate == "batch":
+    cf = values[len(rows)] if calibrate == "content_free" else None
+    votes, class_scores = _argmax_classes(calibrate_scores(raw, calibrate, cf), word_class, k)
+    return ChainOutput(votes, raw_votes, class_scores, texts, calls + 1, raw, cf, word_class)
+
+
+def calibrate_scores(raw: np.ndarray, method: str, content_free: np.ndarray | None = None) -> np.ndarray:
+    """Calibrated choice scores: (n, W) log-probabilities -> (n, W) scores to take the argmax of.
+
+    ``"content_free"`` subtracts the choices' log-probabilities under the content-free prompt; ``"batch"``
+    normalizes each row over its choices and subtracts each choice's mean over the rows; ``"none"`` returns
+    ``raw``.
+    """
+    if method == "content_free":
+        if content_free is None:
+            raise PromptingError("content-free calibration needs the content-free prompt's scores")
+        return raw - content_free[None, :]
+    if method == "batch":
         norm = raw - np.logaddexp.reduce(raw, axis=1, keepdims=True)
-        calibrated = norm - norm.mean(axis=0, keepdims=True)
-    else:
-        calibrated = raw
-    votes, class_scores = _argmax_classes(calibrated, word_class, k)
-    return ChainOutput(votes, raw_votes, class_scores, texts, calls + 1)
+        return norm - norm.mean(axis=0, keepdims=True)
+    return raw
 
 
 def _choices(words: Sequence[Sequence[str] | str]) -> tuple[tuple[str, ...], ...]:

@@ -224,7 +224,7 @@ def _superglue(name: str, labels: Sequence[str], text: Callable[[pd.DataFrame], 
 
 def _bool_labels(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
-    frame["label"] = frame["label"].astype(bool).astype(np.int64)
+    frame["label"] = frame["label"].map(lambda v: str(v).strip().lower() == "true").astype(np.int64)
     return frame
 
 
@@ -309,6 +309,55 @@ def _yes_no_labels(labels: Sequence[str]) -> bool:
     return [label.lower() for label in labels] == ["no", "yes"]
 
 
+def label_set_formats(labels: Sequence[str], words: Sequence[Sequence[str]] | None = None, k: int = 3,
+                      field: str = "text") -> tuple[list[Format], Format]:
+    """Few-shot formats (and the baseline format) for any label set, when nothing is known about the task but
+    its labels: the demos say what is asked; the formats differ in layout, answer cue and calibration.
+
+    Parameters
+    ----------
+    labels
+        Class names.
+    words
+        Per class, the words that say it (default: the label name; Yes/No label sets also get True/False).
+    k
+        Demos per chain.
+    field
+        The row field holding the input.
+
+    Returns
+    -------
+    (formats, baseline)
+    """
+    x = "{{ " + field + " }}"
+    yes_no = words is None and _yes_no_labels(labels)
+    if yes_no:
+        yn, tf = _c(" No", " Yes"), _c(" False", " True")
+        shots = [
+            Format("text_answer", x + "\nAnswer:", yn, k=k),
+            Format("input_label", "Input: " + x + "\nLabel:", yn, k=k),
+            Format("text_true_false", "Text: " + x + "\nTrue or False?\nAnswer:", tf, k=k),
+            Format("text_answer_batch", x + "\nAnswer:", yn, k=k, calibrate="batch"),
+            Format("passage_yes_no", "Passage: " + x + "\nYes or No?\nAnswer:", yn, k=k),
+        ]
+        return shots, Format("baseline", x + "\nAnswer:", yn)
+    if words is None:
+        words = [[label] for label in labels]
+    if len(words) != len(labels) or any(not w for w in words):
+        missing = [label for label, w in zip(labels, list(words) + [[]] * len(labels), strict=False) if not w]
+        raise PromptingError(f"labels {missing} have no verbalizer words; give each label at least one word")
+    choices = tuple(tuple(" " + str(w).strip() for w in ws) for ws in words)
+    options = ", ".join(str(ws[0]).strip() for ws in words).replace("{", "{{ '{' }}")
+    shots = [
+        Format("text_label", x + "\nLabel:", choices, k=k),
+        Format("input_category", "Input: " + x + "\nCategory:", choices, k=k),
+        Format("options", "Text: " + x + "\nOptions: " + options + "\nAnswer:", choices, k=k),
+        Format("text_label_batch", x + "\nLabel:", choices, k=k, calibrate="batch"),
+        Format("passage_class", "Passage: " + x + "\nClass:", choices, k=k),
+    ]
+    return shots, Format("baseline", x + "\nLabel:", choices)
+
+
 def legalbench_task(folder: str | Path, name: str | None = None, question: str | None = None) -> TaskSpec:
     """A task for any folder in LegalBench layout, with chains built from its label set.
 
@@ -333,27 +382,7 @@ def legalbench_task(folder: str | Path, name: str | None = None, question: str |
     _, _, labels = read_legalbench_dir(folder)
     yes_no = _yes_no_labels(labels)
     k = 3 if yes_no else min(len(labels), 6)
-    if yes_no:
-        yn, tf = _c(" No", " Yes"), _c(" False", " True")
-        shots = [
-            Format("text_answer", "{{ text }}\nAnswer:", yn, k=k),
-            Format("input_label", "Input: {{ text }}\nLabel:", yn, k=k),
-            Format("text_true_false", "Text: {{ text }}\nTrue or False?\nAnswer:", tf, k=k),
-            Format("text_answer_batch", "{{ text }}\nAnswer:", yn, k=k, calibrate="batch"),
-            Format("passage_yes_no", "Passage: {{ text }}\nYes or No?\nAnswer:", yn, k=k),
-        ]
-        baseline = Format("baseline", "{{ text }}\nAnswer:", yn)
-    else:
-        words = _c(*[" " + label for label in labels])
-        options = ", ".join(labels)
-        shots = [
-            Format("text_label", "{{ text }}\nLabel:", words, k=k),
-            Format("input_category", "Input: {{ text }}\nCategory:", words, k=k),
-            Format("options", f"Text: {{{{ text }}}}\nOptions: {options}\nAnswer:", words, k=k),
-            Format("text_label_batch", "{{ text }}\nLabel:", words, k=k, calibrate="batch"),
-            Format("passage_class", "Passage: {{ text }}\nClass:", words, k=k),
-        ]
-        baseline = Format("baseline", "{{ text }}\nLabel:", words)
+    shots, baseline = label_set_formats(labels, k=k)
     formats = shots
     if question and yes_no:
         q = question.replace("{", "{{ '{' }}")

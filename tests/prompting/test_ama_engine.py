@@ -1,0 +1,133 @@
+"""Chains and AMA on the real default model over real LegalBench rows, and the ``ama`` pipeline step."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prompting.ama import AMA
+from prompting.chains import parse_answer, plain_chain, question_answer_chain, run_chain
+from prompting.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class CountingEngine:
+    """The real engine, counting the calls made to it (not a mock: every call goes through)."""
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.calls: list[tuple[str, int]] = []
+
+    def score(self, prompts, choices):
+        self.calls.append(("score", len(prompts)))
+        return self.llm.score(prompts, choices)
+
+    def generate(self, prompts, params):
+        self.calls.append(("generate", len(prompts)))
+        return self.llm.generate(prompts, params)
+
+
+@pytest.fixture(scope="module")
+def hearsay(shared_data):
+    task = get_task("hearsay")
+    train, test = task.load(limit=6, seed=1)
+    return task, train, test
+
+
+def test_ama_runs_every_chain_step_as_one_engine_call(llm, hearsay):
+    task, train, test = hearsay
+    rows = test.to_dict(orient="records")
+    chains = [
+        *task.chains(2),
+        question_answer_chain("qa", "{{ text }}", "{{ text | clip(200) }}", verbalizers=[["no"], ["yes"]]),
+    ]
+    engine = CountingEngine(llm)
+    result = AMA(chains, cardinality=2).run(engine, rows, task.pool(train))
+    assert result.votes.shape == (6, 3) and result.votes.dtype == np.int64
+    assert set(np.unique(result.votes)) <= {-1, 0, 1}
+    # chain 1 and 2: one score call each (rows + the content-free prompt); chain 3: question() then answer()
+    assert engine.calls == [("score", 7), ("score", 7), ("generate", 6), ("generate", 6)]
+    assert result.calls == 4
+    qa = result.outputs[2]
+    assert len(qa.texts["question"]) == 6 and len(qa.texts["answer"]) == 6
+    assert [parse_answer(a, [["no"], ["yes"]]) for a in qa.texts["answer"]] == list(result.votes[:, 2])
+    preds = AMA(chains, cardinality=2).aggregate(result.votes)
+    assert preds.shape == (6,) and set(np.unique(preds)) <= {0, 1}
+
+
+def test_generated_answers_that_match_no_verbalizer_abstain(llm, hearsay):
+    task, train, test = hearsay
+    chain = question_answer_chain("qa", "{{ text }}", "{{ text | clip(200) }}", verbalizers=[["zqxv"], ["vxqz"]])
+    out = run_chain(llm, chain, test.to_dict(orient="records"), task.pool(train))
+    assert (out.votes == -1).all()
+    assert all(isinstance(t, str) for t in out.texts["answer"])
+
+
+def test_scored_chain_is_deterministic_and_calibration_changes_only_the_decision(llm, hearsay):
+    task, train, test = hearsay
+    rows = test.to_dict(orient="records")
+    chain = plain_chain("p", "{{ text }}\nQuestion: Is there hearsay?\nAnswer:", [" No", " Yes"], k=3)
+    a = run_chain(llm, chain, rows, task.pool(train))
+    b = run_chain(llm, chain, rows, task.pool(train))
+    np.testing.assert_array_equal(a.votes, b.votes)
+    assert a.scores.shape == (6, 2) and a.content_free.shape == (2,)
+    np.testing.assert_array_equal(a.recalibrate("none"), a.raw_votes)
+    np.testing.assert_array_equal(a.recalibrate("content_free"), a.votes)
+
+
+def test_ama_step_in_a_pipeline_feeds_the_label_model(llm, hearsay):
+    from orchestra import LabelModelStep, Pipeline, Task
+    from orchestra.steps.ama import AMAStep
+
+    _, _, test = hearsay
+    task = Task("hearsay", ["No", "Yes"], "{text}")
+    out = Pipeline([AMAStep(library="hearsay", chains=3), LabelModelStep(dependencies="learn")]).run(
+        test[["text", "answer"]], engine=llm, task=task)
+    votes = [c for c in out.columns if c.startswith("vote_ama_")]
+    assert len(votes) == 3 and out[votes].isin([-1, 0, 1]).all().all()
+    assert out["label"].isin([0, 1]).all() and {"proba_No", "proba_Yes"} <= set(out.columns)
+
+
+def test_ama_step_builds_chains_from_the_task_verbalizers_and_a_demo_file(llm, hearsay, shared_data):
+    from orchestra import Pipeline, Task
+    from orchestra.steps.ama import AMAStep
+
+    _, _, test = hearsay
+    task = Task("hearsay", ["No", "Yes"], "Evidence: {text}", {"No": ["No"], "Yes": ["Yes"]})
+    step = AMAStep(chains=3, demos={"path": str(shared_data / "legalbench" / "hearsay" / "train.tsv"),
+                                    "label": "answer"})
+    out = Pipeline([step]).run(test[["text"]], engine=llm, task=task)
+    assert out.shape[1] == 4 and out.filter(like="vote_").isin([-1, 0, 1]).all().all()
+
+
+def test_ama_step_errors_name_the_fix():
+    from orchestra import Task
+    from orchestra.errors import OrchestraError
+    from orchestra.steps.ama import AMAStep
+
+    with pytest.raises(OrchestraError, match="3 to 10"):
+        AMAStep(chains=11)
+    with pytest.raises(OrchestraError, match="unknown library task"):
+        AMAStep(library="nope")
+    step = AMAStep(library="sst2")
+    with pytest.raises(OrchestraError, match="no verbalizers"):
+        step.adds([], Task("t", ["neg", "pos", "neutral"], "{text}"))
+
+
+def test_ama_yaml_validates_and_runs(llm, shared_data):
+    from orchestra.build import prepare
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "orchestra.cli", "validate", "examples/ama_hearsay.yaml"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    prepared = prepare(ROOT / "examples" / "ama_hearsay.yaml", limit=5)
+    out = prepared.pipeline.run(prepared.frame, engine=llm, task=prepared.task)
+    assert len([c for c in out.columns if c.startswith("vote_ama_")]) == 5
+    assert out["label"].isin([0, 1]).all()
+    assert isinstance(out, pd.DataFrame)
