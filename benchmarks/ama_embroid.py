@@ -85,7 +85,7 @@ class Meter:
 
 
 def run_task(engine: Any, llm: Any, task: TaskSpec, limit: int | None, chains: int, seed: int, embedder: Any,
-             log: Any) -> dict[str, Any]:
+             log: Any, generative: bool = False) -> dict[str, Any]:
     """Every method on one task."""
     t0 = time.perf_counter()
     meter = Meter(llm)
@@ -98,9 +98,9 @@ def run_task(engine: Any, llm: Any, task: TaskSpec, limit: int | None, chains: i
     def single(chain: Chain) -> ChainOutput:
         return run_chain(engine, chain, rows, pool, seed=seed)
 
-    # Baselines run with content-free calibration so one pass gives both the usual (raw) and calibrated votes.
-    zero = single(Chain("zero_shot", task.zero_shot().steps, calibrate=_cal(task.zero_shot())))
-    few = single(Chain("few_shot", task.few_shot().steps, calibrate=_cal(task.few_shot())))
+    # Baselines run with batch calibration so one pass gives both the usual (raw) and calibrated votes.
+    zero = single(Chain("zero_shot", task.zero_shot().steps, calibrate="batch"))
+    few = single(Chain("few_shot", task.few_shot().steps, calibrate="batch"))
     log(f"  baselines done ({time.perf_counter() - t0:.0f}s)")
     ama = AMA(task.chains(chains, seed=seed), cardinality=k, seed=seed)
     result = ama.run(engine, rows, pool)
@@ -120,9 +120,12 @@ def run_task(engine: Any, llm: Any, task: TaskSpec, limit: int | None, chains: i
                          "oracle": True}
     out["majority_vote"] = metrics(majority(result.votes, k, seed), gold, k)
     preds, _, model = label_votes(result.votes, k, seed=seed)
+    out["ama"] = {**metrics(preds, gold, k), "label_model": getattr(model, "chosen_", "?")}
+    preds, _, model = label_votes(result.votes, k, dependencies="learn", seed=seed)
     inner = getattr(model, "model_", model)
-    out["ama"] = {**metrics(preds, gold, k), "label_model": getattr(model, "chosen_", "?"),
-                  "dependencies": [[int(a), int(b)] for a, b in getattr(inner, "dependencies_", [])]}
+    out["ama_learned_dependencies"] = {
+        **metrics(preds, gold, k), "label_model": getattr(model, "chosen_", "?"),
+        "dependencies": [[int(a), int(b)] for a, b in getattr(inner, "dependencies_", [])]}
     try:
         extra = embroid_columns(result.votes, test["text"].astype(str).tolist(), 10, k, embedder)
         preds_e, _, model_e = label_votes(np.concatenate([result.votes, extra], axis=1), k, seed=seed)
@@ -131,6 +134,9 @@ def run_task(engine: Any, llm: Any, task: TaskSpec, limit: int | None, chains: i
     except ImportError as err:  # the embroid half is not merged in this checkout
         out["ama_embroid"] = {"accuracy": None, "macro_f1": None, "error": str(err)}
     out["study"] = study(ama.chains, result.outputs, gold, k, seed)
+    if generative and {"premise", "hypothesis"} <= set(test.columns):
+        out["generative"] = generative_study(engine, task, rows, gold, pool, seed)
+        log(f"  generative chains done ({time.perf_counter() - t0:.0f}s)")
     d = meter.delta()
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     out["tokens_per_example"] = round((d["prefill_tokens"] + d["cached_tokens"] + d["generated_tokens"]) / len(rows), 1)
@@ -160,12 +166,26 @@ def study(chains: list[Chain], outputs: list[ChainOutput], gold: np.ndarray, k: 
     return out
 
 
-def _cal(chain: Chain) -> str:
-    """Content-free calibration where the choices are fixed words, batch calibration where they depend on the row."""
-    from prompting.templates import template_fields
+def generative_study(engine: Any, task: TaskSpec, rows: list[dict[str, Any]], gold: np.ndarray, pool: Any,
+                     seed: int) -> dict[str, Any]:
+    """AMA's question() -> answer() chain with a generated answer (parsed) and with a scored answer."""
+    from prompting.chains import question_answer_chain
 
-    words = [w for ws in chain.steps[-1].choices or () for w in ws]
-    return "batch" if any(template_fields(w) for w in words) else "content_free"
+    yes_no = [["no", "false"], ["yes", "true"]] if task.cardinality == 2 else [["yes", "true"], ["no", "false"],
+                                                                                ["maybe", "neither"]]
+    words = [" No", " Yes"] if task.cardinality == 2 else [" Yes", " No", " Maybe"]
+    out = {}
+    for name, chain in (
+        ("question_answer_generated", question_answer_chain("qa_gen", "{{ premise }}", "{{ hypothesis }}",
+                                                            verbalizers=yes_no, max_tokens=24)),
+        ("question_answer_scored", question_answer_chain("qa_scored", "{{ premise }}", "{{ hypothesis }}",
+                                                         choices=words, calibrate="batch", max_tokens=24)),
+    ):
+        o = run_chain(engine, chain, rows, pool, seed=seed)
+        out[name] = {**metrics(o.votes, gold, task.cardinality), "examples": [
+            {"question": q, "answer": a} for q, a in zip(o.texts.get("question", [])[:3],
+                                                        o.texts.get("answer", [""] * 3)[:3], strict=False)]}
+    return out
 
 
 def timing(llm: Any, n: int, chains: int, seed: int, log: Any) -> dict[str, Any]:
@@ -195,7 +215,7 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if not done:
         return {}
     mean = {m: round(float(np.mean([r[m]["accuracy"] for r in done if r[m].get("accuracy") is not None])), 2)
-            for m in (*METHODS, "few_shot_calibrated")
+            for m in (*METHODS, "few_shot_calibrated", "zero_shot_calibrated", "ama_learned_dependencies")
             if any(r[m].get("accuracy") is not None for r in done)}
     wins = sum(r["ama"]["accuracy"] > r["few_shot"]["accuracy"] for r in done)
     return {"tasks": len(done), "mean_accuracy": mean,
@@ -207,7 +227,8 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     """A markdown table of accuracy (macro-F1) per task and method."""
-    head = "| task | n | zero-shot | few-shot | best chain (oracle) | majority vote | AMA + LM | AMA + Embroid + LM | s |"
+    head = ("| task | n | zero-shot | few-shot | best chain (oracle) | majority vote | AMA + LM | AMA + Embroid + LM "
+            "| s |")
     lines = [head, "|" + "---|" * 9]
     for name, r in results.items():
         if "ama" not in r:
@@ -232,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine more threads run slower)")
     parser.add_argument("--timing", type=int, metavar="N", help="also time a 5-chain AMA run over N SST-2 rows")
+    parser.add_argument("--generative", action="store_true",
+                        help="also measure the generative question() -> answer() chain on entailment tasks")
     parser.add_argument("--cache", type=Path, help="response cache (SQLite) so re-runs skip engine calls")
     parser.add_argument("--timing-only", action="store_true", help="run only the --timing measurement")
     args = parser.parse_args(argv)
@@ -266,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 from engine.cache import CachedEngine
 
                 engine = CachedEngine(llm, args.cache, backend="local", model="smollm2-135m")
-            report["tasks"][task.name] = run_task(engine, llm, task, args.limit, args.chains, args.seed, embedder, log)
+            report["tasks"][task.name] = run_task(engine, llm, task, args.limit, args.chains, args.seed, embedder, log,
+                                                 args.generative)
             r = report["tasks"][task.name]
             log(f"{task.name}: few-shot {r['few_shot']['accuracy']} | MV {r['majority_vote']['accuracy']} | "
                 f"AMA {r['ama']['accuracy']} | AMA+Embroid {r['ama_embroid']['accuracy']} ({r['wall_s']}s)")

@@ -305,16 +305,17 @@ def _demos_for(step: ChainStep, chain: Chain, pool: DemoPool, final: bool) -> li
     return demos
 
 
-def chain_prompts(chain: Chain, rows: Sequence[Mapping[str, Any]], pool: DemoPool = DemoPool(),
+def chain_prompts(chain: Chain, rows: Sequence[Mapping[str, Any]], pool: DemoPool | None = None,
                   step_index: int | None = None) -> list[str]:
     """The prompts of one step (default: the last) for rows that already hold the earlier steps' outputs."""
+    pool = pool if pool is not None else DemoPool()
     index = len(chain.steps) - 1 if step_index is None else step_index
     step = chain.steps[index]
     demos = _demos_for(step, chain, pool, final=index == len(chain.steps) - 1)
     return [step.template.render(r, demos) for r in rows]
 
 
-def run_chain(engine: Any, chain: Chain, rows: Sequence[Mapping[str, Any]], pool: DemoPool = DemoPool(),
+def run_chain(engine: Any, chain: Chain, rows: Sequence[Mapping[str, Any]], pool: DemoPool | None = None,
               seed: int = 0) -> ChainOutput:
     """Run one chain over all rows: exactly one engine call per step.
 
@@ -335,6 +336,7 @@ def run_chain(engine: Any, chain: Chain, rows: Sequence[Mapping[str, Any]], pool
     -------
     ChainOutput
     """
+    pool = pool if pool is not None else DemoPool()
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
         return ChainOutput(empty, empty.copy(), None, {}, 0)
@@ -459,7 +461,7 @@ def question_answer_chain(name: str, context: str, statement: str,
                           choices: Sequence[Sequence[str] | str] | None = None,
                           verbalizers: Sequence[Sequence[str]] | None = None, *, k: int = 0, seed: int = 0,
                           question_demos: Sequence[Mapping[str, str]] = QUESTION_DEMOS,
-                          calibrate: str = "content_free") -> Chain:
+                          calibrate: str = "content_free", max_tokens: int = 24) -> Chain:
     """AMA's canonical chain: ``question()`` rewrites a statement as an open question (generated), ``answer()``
     answers it from the context (scored when ``choices`` are given, generated and parsed otherwise).
 
@@ -481,6 +483,8 @@ def question_answer_chain(name: str, context: str, statement: str,
         Statement -> question examples for the ``question()`` step (records with ``statement`` and ``answer``).
     calibrate
         See :class:`Chain`.
+    max_tokens
+        Tokens the ``question()`` step may generate (the generated answer gets a third of it, at least 4).
 
     Returns
     -------
@@ -495,8 +499,9 @@ def question_answer_chain(name: str, context: str, statement: str,
                     for d in question_demos)
     answer = PromptTemplate(example=context + "\nQuestion: {{ question }}\nAnswer:", k=k, seed=seed)
     steps = (
-        ChainStep(ask, output="question", max_tokens=24, demos=q_demos),
-        ChainStep(answer, choices=_choices(choices) if choices is not None else None, max_tokens=8),
+        ChainStep(ask, output="question", max_tokens=max_tokens, demos=q_demos),
+        ChainStep(answer, choices=_choices(choices) if choices is not None else None,
+                  max_tokens=max(4, max_tokens // 3)),
     )
     verb = tuple(tuple(v) for v in verbalizers) if verbalizers is not None else None
     return Chain(name, steps, verbalizers=verb, calibrate=calibrate, kind="question-answer")

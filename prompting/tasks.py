@@ -64,7 +64,7 @@ class Format:
     instruction: str = ""
     kind: str = "plain"
     score_by: str = "total"
-    calibrate: str = "content_free"
+    calibrate: str = "batch"
 
     def chain(self, seed: int = 0, name: str | None = None, **changes: Any) -> Chain:
         """This format as a chain whose demos are drawn with ``seed``."""
@@ -167,7 +167,7 @@ class TaskSpec:
         if not isinstance(count, int) or not 1 <= count <= 10:
             raise PromptingError(f"task {self.name!r}: chains(count) takes 1 to 10, got {count!r}")
         out = [fmt.chain(seed=seed + i, name=f"{i}_{fmt.name}") for i, fmt in enumerate(self.formats[:count])]
-        shots = [f for f in self.formats if f.k > 0] or [replace(self.baseline, k=3, calibrate="content_free")]
+        shots = [f for f in self.formats if f.k > 0] or [replace(self.baseline, k=3, calibrate="batch")]
         i = len(out)
         while len(out) < count:
             fmt = shots[(i - len(self.formats)) % len(shots)]
@@ -337,7 +337,7 @@ def label_set_formats(labels: Sequence[str], words: Sequence[Sequence[str]] | No
             Format("text_answer", x + "\nAnswer:", yn, k=k),
             Format("input_label", "Input: " + x + "\nLabel:", yn, k=k),
             Format("text_true_false", "Text: " + x + "\nTrue or False?\nAnswer:", tf, k=k),
-            Format("text_answer_batch", x + "\nAnswer:", yn, k=k, calibrate="batch"),
+            Format("text_answer_cf", x + "\nAnswer:", yn, k=k, calibrate="content_free"),
             Format("passage_yes_no", "Passage: " + x + "\nYes or No?\nAnswer:", yn, k=k),
         ]
         return shots, Format("baseline", x + "\nAnswer:", yn)
@@ -352,7 +352,7 @@ def label_set_formats(labels: Sequence[str], words: Sequence[Sequence[str]] | No
         Format("text_label", x + "\nLabel:", choices, k=k),
         Format("input_category", "Input: " + x + "\nCategory:", choices, k=k),
         Format("options", "Text: " + x + "\nOptions: " + options + "\nAnswer:", choices, k=k),
-        Format("text_label_batch", x + "\nLabel:", choices, k=k, calibrate="batch"),
+        Format("text_label_cf", x + "\nLabel:", choices, k=k, calibrate="content_free"),
         Format("passage_class", "Passage: " + x + "\nClass:", choices, k=k),
     ]
     return shots, Format("baseline", x + "\nLabel:", choices)

@@ -56,13 +56,17 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def _syntax_error(source: str, err: Exception) -> PromptingError:
+    return PromptingError(f"template {source!r} is not valid Jinja2 ({err}); write fields as {{{{ name }}}}")
+
+
 @lru_cache(maxsize=4096)
 def compile_template(source: str) -> jinja2.Template:
     """Compile a Jinja2 template, raising :class:`PromptingError` with the template on a syntax error."""
     try:
         return environment().from_string(source)
     except jinja2.TemplateSyntaxError as err:
-        raise PromptingError(f"template {source!r} is not valid Jinja2 ({err}); write fields as {{{{ name }}}}") from err
+        raise _syntax_error(source, err) from err
 
 
 def template_fields(source: str) -> list[str]:
@@ -70,7 +74,7 @@ def template_fields(source: str) -> list[str]:
     try:
         parsed = environment().parse(source)
     except jinja2.TemplateSyntaxError as err:
-        raise PromptingError(f"template {source!r} is not valid Jinja2 ({err}); write fields as {{{{ name }}}}") from err
+        raise _syntax_error(source, err) from err
     return sorted(jinja2.meta.find_undeclared_variables(parsed))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -123,7 +124,7 @@ class AMAStep(Step):
             words = [list(task.verbalizers[label]) for label in task.labels]
             formats, _ = label_set_formats(task.labels, words, k=self.k if len(pool) else 0, field=INPUT_FIELD)
             if not len(pool):  # zero-shot: formats differ in layout only; vary calibration too
-                formats = formats[:3] + [f.__class__(**{**f.__dict__, "calibrate": "batch"}) for f in formats[:3]]
+                formats = formats[:3] + [replace(f, calibrate="content_free") for f in formats[:3]]
             chains = []
             for i in range(self.chains):
                 fmt = formats[i % len(formats)]

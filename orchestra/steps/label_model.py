@@ -79,7 +79,8 @@ class LabelModelStep(Step):
             isinstance(dependencies, list) and all(isinstance(p, list | tuple) and len(p) == 2 for p in dependencies)
         ):
             raise OrchestraError(
-                f"label_model: dependencies must be null, 'learn' or a list of [i, j] column pairs, got {dependencies!r}"
+                "label_model: dependencies must be null, 'learn' or a list of [i, j] column pairs, got "
+                f"{dependencies!r}"
             )
         self.dependencies = dependencies
 

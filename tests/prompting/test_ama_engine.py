@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from prompting.ama import AMA
-from prompting.chains import parse_answer, plain_chain, question_answer_chain, run_chain
+from prompting.chains import Chain, ChainStep, parse_answer, plain_chain, question_answer_chain, run_chain
 from prompting.tasks import get_task
+from prompting.templates import PromptTemplate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ class CountingEngine:
 @pytest.fixture(scope="module")
 def hearsay(shared_data):
     task = get_task("hearsay")
-    train, test = task.load(limit=6, seed=1)
+    train, test = task.load(limit=4, seed=1)
     return task, train, test
 
 
@@ -44,27 +45,29 @@ def test_ama_runs_every_chain_step_as_one_engine_call(llm, hearsay):
     rows = test.to_dict(orient="records")
     chains = [
         *task.chains(2),
-        question_answer_chain("qa", "{{ text }}", "{{ text | clip(200) }}", verbalizers=[["no"], ["yes"]]),
+        question_answer_chain("qa", "{{ text }}", "{{ text | clip(200) }}", verbalizers=[["no"], ["yes"]],
+                              max_tokens=12),
     ]
     engine = CountingEngine(llm)
     result = AMA(chains, cardinality=2).run(engine, rows, task.pool(train))
-    assert result.votes.shape == (6, 3) and result.votes.dtype == np.int64
+    assert result.votes.shape == (4, 3) and result.votes.dtype == np.int64
     assert set(np.unique(result.votes)) <= {-1, 0, 1}
     # chain 1 and 2: one score call each (rows + the content-free prompt); chain 3: question() then answer()
-    assert engine.calls == [("score", 7), ("score", 7), ("generate", 6), ("generate", 6)]
+    assert engine.calls == [("score", 5), ("score", 5), ("generate", 4), ("generate", 4)]
     assert result.calls == 4
     qa = result.outputs[2]
-    assert len(qa.texts["question"]) == 6 and len(qa.texts["answer"]) == 6
+    assert len(qa.texts["question"]) == 4 and len(qa.texts["answer"]) == 4
     assert [parse_answer(a, [["no"], ["yes"]]) for a in qa.texts["answer"]] == list(result.votes[:, 2])
     preds = AMA(chains, cardinality=2).aggregate(result.votes)
-    assert preds.shape == (6,) and set(np.unique(preds)) <= {0, 1}
+    assert preds.shape == (4,) and set(np.unique(preds)) <= {0, 1}
 
 
 def test_generated_answers_that_match_no_verbalizer_abstain(llm, hearsay):
     task, train, test = hearsay
-    chain = question_answer_chain("qa", "{{ text }}", "{{ text | clip(200) }}", verbalizers=[["zqxv"], ["vxqz"]])
+    step = ChainStep(PromptTemplate(example="{{ text }}\nIs there hearsay?"), max_tokens=4)
+    chain = Chain("gen", (step,), verbalizers=(("zqxv",), ("vxqz",)))
     out = run_chain(llm, chain, test.to_dict(orient="records"), task.pool(train))
-    assert (out.votes == -1).all()
+    assert (out.votes == -1).all() and out.calls == 1
     assert all(isinstance(t, str) for t in out.texts["answer"])
 
 
@@ -75,7 +78,7 @@ def test_scored_chain_is_deterministic_and_calibration_changes_only_the_decision
     a = run_chain(llm, chain, rows, task.pool(train))
     b = run_chain(llm, chain, rows, task.pool(train))
     np.testing.assert_array_equal(a.votes, b.votes)
-    assert a.scores.shape == (6, 2) and a.content_free.shape == (2,)
+    assert a.scores.shape == (4, 2) and a.content_free.shape == (2,)
     np.testing.assert_array_equal(a.recalibrate("none"), a.raw_votes)
     np.testing.assert_array_equal(a.recalibrate("content_free"), a.votes)
 
@@ -126,8 +129,28 @@ def test_ama_yaml_validates_and_runs(llm, shared_data):
     done = subprocess.run([sys.executable, "-m", "orchestra.cli", "validate", "examples/ama_hearsay.yaml"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    prepared = prepare(ROOT / "examples" / "ama_hearsay.yaml", limit=5)
+    prepared = prepare(ROOT / "examples" / "ama_hearsay.yaml", limit=3)
     out = prepared.pipeline.run(prepared.frame, engine=llm, task=prepared.task)
     assert len([c for c in out.columns if c.startswith("vote_ama_")]) == 5
     assert out["label"].isin([0, 1]).all()
     assert isinstance(out, pd.DataFrame)
+
+
+@pytest.mark.slow
+def test_benchmark_script_writes_the_documented_keys(shared_data, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "benchmarks/ama_embroid.py", "--tasks",
+                           str(shared_data / "legalbench" / "hearsay"), "--limit", "8", "--chains", "3", "--json",
+                           str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    report = json.loads(out.read_text())
+    result = report["tasks"]["hearsay"]
+    for key in ("zero_shot", "few_shot", "best_chain", "majority_vote", "ama", "ama_embroid"):
+        assert 0 <= result[key]["accuracy"] <= 100 and 0 <= result[key]["macro_f1"] <= 100, key
+    assert len(result["chains"]) == 3 and result["best_chain"]["oracle"] is True
+    assert result["n"] == 8 and result["wall_s"] > 0 and result["tokens_per_example"] > 0
+    assert 0 <= result["prefix_cache_hit_rate"] <= 1
+    assert "| hearsay | 8 |" in done.stdout

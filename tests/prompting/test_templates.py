@@ -13,7 +13,8 @@ LABELS = [r["label"] for r in POOL]
 def test_renders_instruction_demos_and_input_with_jinja_fields():
     t = PromptTemplate(example="Passage: {{ text | upper }}\nAnswer:", instruction="Answer Yes or No.", k=2)
     out = t.render({"text": "the cat sat"}, [({"text": "a"}, " Yes"), ({"text": "b"}, " No")])
-    assert out == "Answer Yes or No.\n\nPassage: A\nAnswer: Yes\n\nPassage: B\nAnswer: No\n\nPassage: THE CAT SAT\nAnswer:"
+    assert out == ("Answer Yes or No.\n\nPassage: A\nAnswer: Yes\n\nPassage: B\nAnswer: No\n\n"
+                   "Passage: THE CAT SAT\nAnswer:")
     assert t.fields == ["text"]
     assert template_fields("{{ premise }} {{ hypothesis | rstrip_period }}") == ["hypothesis", "premise"]
 
