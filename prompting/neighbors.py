@@ -4,7 +4,7 @@ Backends (``backend="auto"`` picks by ``n``; see :data:`FAISS_MIN_ROWS` and :dat
 
 * ``"sklearn"``: exact brute force (``NearestNeighbors(algorithm="brute")``), chunked distance matrices;
 * ``"faiss"``: exact search in a flat index (``IndexFlatIP`` on unit vectors for cosine, ``IndexFlatL2``);
-  the same neighbours as scikit-learn up to ties, several times faster from a few thousand rows on;
+  the same neighbours as scikit-learn up to ties, about twice as fast on 2 cores;
 * ``"ivf"``: approximate search in a faiss inverted-file index (k-means cells, seeded), for very large n
   where exact search is quadratic.
 
@@ -25,19 +25,22 @@ logger = logging.getLogger(__name__)
 METRICS = ("cosine", "euclidean")
 BACKENDS = ("auto", "sklearn", "faiss", "ivf")
 
-# From this many rows "auto" uses faiss' exact flat index. Both backends are exact and quadratic in n, but
-# faiss runs the search as one BLAS product per block with a heap selection, while scikit-learn materializes
-# chunks of the distance matrix and argpartitions them. Measured on the sandbox's 2-core CPU, d = 384, k = 10
-# (benchmarks/neighbors.py, docs/benchmarks.md): at n = 2,000 the two take about the same (tens of ms, import
-# and setup dominate), at 5,000 faiss is about 2x faster and at 20,000 about 4x. Below the threshold the
-# difference is milliseconds and scikit-learn avoids an optional dependency.
-FAISS_MIN_ROWS = 5_000
+# From this many rows "auto" uses faiss' exact flat index. Both backends are exact and quadratic in n (the
+# same neighbours, up to ties), but faiss runs the search as blocked BLAS products with a heap selection while
+# scikit-learn materializes chunks of the distance matrix and sorts them. Measured on the sandbox's 2-core CPU
+# (shared, loaded), d = 384, k = 10, `python benchmarks/neighbors.py` (docs/benchmarks.md): sklearn / faiss
+# 0.15 / 0.09 s at n = 1,000, 0.34 / 0.16 s at 2,000, 1.5 / 0.9 s at 5,000, 5.5 / 3.0 s at 10,000. Below
+# 2,000 rows the difference is a tenth of a second, so small data stays on scikit-learn, which every install
+# has and which is the reference the faiss path is tested against; from 2,000 rows on faiss saves seconds
+# and, since the cost is quadratic, minutes at tens of thousands.
+FAISS_MIN_ROWS = 2_000
 # From this many rows "auto" uses an approximate inverted-file index (faiss IndexIVFFlat) instead: exact search
-# costs n^2 d multiply-adds, about a minute on 2 cores at n = 200,000 and d = 384, and grows quadratically,
-# while IVF compares each row only with the rows of its nprobe nearest k-means cells. IVF rather than HNSW
-# because its k-means is seeded and its search is per-query, so results are the same run to run (HNSW's
-# multi-threaded graph construction is not); a neighbourhood vote share tolerates the few missed neighbours.
-IVF_MIN_ROWS = 200_000
+# costs n^2 d multiply-adds (117 s at n = 50,000 on the same machine, growing quadratically), while IVF
+# compares each row only with the rows of its nprobe nearest k-means cells (4 sqrt(n) cells, 32 probed: 58 s
+# at 50,000, recall@10 1.000 against exact search on clustered data, and about n^1.5 growth). IVF rather than
+# HNSW because its k-means is seeded and its search is per query, so results are the same run to run (HNSW's
+# multi-threaded graph construction is not); a neighbourhood vote share tolerates a missed neighbour.
+IVF_MIN_ROWS = 50_000
 IVF_NPROBE = 32
 
 

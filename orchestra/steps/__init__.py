@@ -2,6 +2,7 @@
 
 from orchestra.steps.ama import AMAStep
 from orchestra.steps.base import Context, Step, make_step, register_step, registered_steps
+from orchestra.steps.embroid import EmbroidStep
 from orchestra.steps.label_model import LabelModelStep
 from orchestra.steps.lfs import LabelingFunctions
 from orchestra.steps.prompt import PromptStep
@@ -9,6 +10,7 @@ from orchestra.steps.prompt import PromptStep
 __all__ = [
     "AMAStep",
     "Context",
+    "EmbroidStep",
     "LabelModelStep",
     "LabelingFunctions",
     "PromptStep",
