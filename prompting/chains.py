@@ -380,6 +380,10 @@ def _score_step(engine: Any, chain: Chain, step: ChainStep, rows: list[dict[str,
     if calibrate == "content_free" and per_row:
         logger.info("chain %s: choices depend on the row, so content-free calibration is skipped", chain.name)
         calibrate = "none"
+    if calibrate == "batch" and len(rows) < 2:
+        logger.info("chain %s: batch calibration needs 2+ rows; this batch has %d, so it is skipped", chain.name,
+                    len(rows))
+        calibrate = "none"
     all_prompts, all_choices = list(prompts), list(choices)
     if calibrate == "content_free":
         blank = {name: CONTENT_FREE for name in rows[0]}

@@ -52,8 +52,10 @@ def test_ama_runs_every_chain_step_as_one_engine_call(llm, hearsay):
     result = AMA(chains, cardinality=2).run(engine, rows, task.pool(train))
     assert result.votes.shape == (4, 3) and result.votes.dtype == np.int64
     assert set(np.unique(result.votes)) <= {-1, 0, 1}
-    # chain 1 and 2: one score call each (rows + the content-free prompt); chain 3: question() then answer()
-    assert engine.calls == [("score", 5), ("score", 5), ("generate", 4), ("generate", 4)]
+    # chains 1 and 2 (batch-calibrated): one score call each; chain 3: question() then answer(), one call each
+    assert engine.calls == [("score", 4), ("score", 4), ("generate", 4), ("generate", 4)]
+    cf = run_chain(engine, plain_chain("cf", "{{ text }}\nAnswer:", [" No", " Yes"], calibrate="content_free"), rows)
+    assert engine.calls[-1] == ("score", 5) and cf.votes.shape == (4,), "rows + the content-free prompt, one call"
     assert result.calls == 4
     qa = result.outputs[2]
     assert len(qa.texts["question"]) == 4 and len(qa.texts["answer"]) == 4
@@ -102,7 +104,7 @@ def test_ama_step_builds_chains_from_the_task_verbalizers_and_a_demo_file(llm, h
 
     _, _, test = hearsay
     task = Task("hearsay", ["No", "Yes"], "Evidence: {text}", {"No": ["No"], "Yes": ["Yes"]})
-    step = AMAStep(chains=3, demos={"path": str(shared_data / "legalbench" / "hearsay" / "train.tsv"),
+    step = AMAStep(chains=3, k=1, demos={"path": str(shared_data / "legalbench" / "hearsay" / "train.tsv"),
                                     "label": "answer"})
     out = Pipeline([step]).run(test[["text"]], engine=llm, task=task)
     assert out.shape[1] == 4 and out.filter(like="vote_").isin([-1, 0, 1]).all().all()
@@ -129,7 +131,7 @@ def test_ama_yaml_validates_and_runs(llm, shared_data):
     done = subprocess.run([sys.executable, "-m", "orchestra.cli", "validate", "examples/ama_hearsay.yaml"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    prepared = prepare(ROOT / "examples" / "ama_hearsay.yaml", limit=3)
+    prepared = prepare(ROOT / "examples" / "ama_hearsay.yaml", limit=2)
     out = prepared.pipeline.run(prepared.frame, engine=llm, task=prepared.task)
     assert len([c for c in out.columns if c.startswith("vote_ama_")]) == 5
     assert out["label"].isin([0, 1]).all()
