@@ -5,7 +5,8 @@ Classification" (NeurIPS 2023). For each source j (a prompt's vote column) and e
 gets a new vote from the votes that source gave to i's k nearest neighbours in s (i itself excluded):
 
 * binary (classes 0 = negative, 1 = positive), exactly the paper's rule: with share_c the fraction of the
-  neighbours that voted (abstainers left out) who voted c, the new vote is positive when share_1 >= tau_pos,
+  neighbours that voted (abstainers left out; with ``abstains="count"`` the fraction of all k) who voted c,
+  the new vote is positive when share_1 >= tau_pos,
   negative when share_0 >= tau_neg (negative wins if both hold, as in the official code), else abstain;
 * C > 2 classes, one-vs-rest: class c clears its threshold when share_c >= tau_c; among the classes that
   clear, the one with the largest margin share_c - tau_c wins (ties to the lower class index); none clears:
@@ -13,10 +14,11 @@ gets a new vote from the votes that source gave to i's k nearest neighbours in s
   as the binary rule.
 
 Either way a row none of whose k neighbours voted abstains, and a class that no neighbour voted for is never
-the new vote (the paper's rule would vote it for every row when its threshold is 0, i.e. when the source
-never votes that class).
+the new vote (with a threshold of 0, i.e. a source that never votes that class, the official code's test
+passes on every row; that is the only case where the binary rule here differs from it).
 
-Default thresholds (``"auto"``): tau_c = the source's own share of votes for class c over all rows, i.e.
+Default thresholds (``"auto"``): tau_c = the source's own share of its votes that are for class c (with
+``abstains="count"``: its votes for c over all rows), i.e.
 tau_pos = P(source votes positive), tau_neg = P(source votes negative), as the paper recommends and its demo
 does: the neighbourhood agrees with the source where the source's vote is more concentrated around the row
 than in the data overall. The smoothed columns go to a label model together with the original votes; the
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 CLASS_BALANCES = ("uniform", "estimate")
+ABSTAINS = ("ignore", "count")
 # rows per chunk when counting neighbour votes (keeps the (rows, m, classes) count table small)
 COUNT_CELLS = 1 << 22
 
@@ -135,8 +138,9 @@ def check_neighbors(neighbors: Any, n: int, k: int) -> list[np.ndarray]:
     return out
 
 
-def vote_shares(votes: np.ndarray, neighbors: np.ndarray, cardinality: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row and source, the share of each class among the neighbours' votes (abstainers left out).
+def vote_shares(votes: np.ndarray, neighbors: np.ndarray, cardinality: int,
+                abstains: str = "ignore") -> tuple[np.ndarray, np.ndarray]:
+    """Per row and source, the share of each class among the neighbours' votes.
 
     Parameters
     ----------
@@ -146,6 +150,8 @@ def vote_shares(votes: np.ndarray, neighbors: np.ndarray, cardinality: int) -> t
         ``(n, k)`` int64 neighbour indices.
     cardinality
         Number of classes C.
+    abstains
+        ``"ignore"``: shares among the neighbours that voted; ``"count"``: shares among all k neighbours.
 
     Returns
     -------
@@ -165,11 +171,13 @@ def vote_shares(votes: np.ndarray, neighbors: np.ndarray, cardinality: int) -> t
         counts = np.bincount(flat[valid], minlength=rows * m * cardinality).reshape(rows, m, cardinality)
         got = valid.sum(axis=1)
         voted[start:stop] = got
-        shares[start:stop] = counts / np.maximum(got, 1)[:, :, None]
+        denominator = np.maximum(got, 1) if abstains == "ignore" else np.full_like(got, neighbors.shape[1])
+        shares[start:stop] = counts / denominator[:, :, None]
     return shares, voted
 
 
-def resolve_thresholds(votes: np.ndarray, cardinality: int, tau_pos: Any = AUTO, tau_neg: Any = AUTO) -> np.ndarray:
+def resolve_thresholds(votes: np.ndarray, cardinality: int, tau_pos: Any = AUTO, tau_neg: Any = AUTO,
+                       abstains: str = "ignore") -> np.ndarray:
     """The threshold of every (source, class).
 
     Parameters
@@ -185,6 +193,9 @@ def resolve_thresholds(votes: np.ndarray, cardinality: int, tau_pos: Any = AUTO,
     tau_neg
         Binary: threshold of the negative class (0); ``"auto"``: the source's share of negative votes.
         Not used for C > 2 (leave it ``"auto"``).
+    abstains
+        For ``"auto"``: shares among the rows the source voted on (``"ignore"``) or among all rows
+        (``"count"``), matching :func:`vote_shares`.
 
     Returns
     -------
@@ -197,7 +208,8 @@ def resolve_thresholds(votes: np.ndarray, cardinality: int, tau_pos: Any = AUTO,
         column = votes[:, j]
         column = column[column >= 0]
         if column.size:
-            rates[j] = np.bincount(column, minlength=cardinality) / column.size
+            rates[j] = np.bincount(column, minlength=cardinality) / (column.size if abstains == "ignore"
+                                                                     else votes.shape[0])
     out = rates.copy()
     if cardinality == 2:
         for c, value, name in ((1, tau_pos, "tau_pos"), (0, tau_neg, "tau_neg")):
@@ -259,7 +271,7 @@ def neighborhood_votes(shares: np.ndarray, voted: np.ndarray, thresholds: np.nda
 
 
 def smooth_votes(votes: Any, neighbors: Any, k: int = 10, tau_pos: Any = AUTO, tau_neg: Any = AUTO,
-                 cardinality: int | None = None) -> np.ndarray:
+                 cardinality: int | None = None, abstains: str = "ignore") -> np.ndarray:
     """Embroid's neighbourhood votes, one new column per (embedding space, source).
 
     Parameters
@@ -274,20 +286,18 @@ def smooth_votes(votes: Any, neighbors: Any, k: int = 10, tau_pos: Any = AUTO, t
         Thresholds (see :func:`resolve_thresholds`); ``"auto"`` is the paper's recommendation.
     cardinality
         Number of classes (default: the largest vote + 1).
+    abstains
+        ``"ignore"`` (default): a share is taken among the neighbours that voted and ``"auto"`` thresholds
+        among the rows the source voted on; ``"count"``: abstaining neighbours count in the denominator
+        (shares out of k) and ``"auto"`` thresholds are out of all rows. The same for sources that never
+        abstain (the paper's setting); see docs/prompting.md for which to use with abstaining sources.
 
     Returns
     -------
     numpy.ndarray
         ``(n, m * spaces)`` int64, -1 = abstain; columns ordered space by space, source by source within.
     """
-    array, cardinality = check_votes(votes, cardinality)
-    spaces = check_neighbors(neighbors, array.shape[0], k)
-    thresholds = resolve_thresholds(array, cardinality, tau_pos, tau_neg)
-    columns = []
-    for near in spaces:
-        shares, voted = vote_shares(array, near, cardinality)
-        columns.append(neighborhood_votes(shares, voted, thresholds))
-    return np.concatenate(columns, axis=1)
+    return Embroid(k=k, tau_pos=tau_pos, tau_neg=tau_neg, abstains=abstains).smooth(votes, neighbors, cardinality)
 
 
 class Embroid:
@@ -314,6 +324,9 @@ class Embroid:
     tie_break
         How ``fit_predict`` labels rows whose top classes tie: ``"random"`` (seeded by row), ``"abstain"``
         or ``"first"``.
+    abstains
+        How abstaining neighbours enter a share: ``"ignore"`` (left out) or ``"count"`` (shares out of k);
+        see :func:`smooth_votes`.
     seed
         Seed of the label model.
 
@@ -328,10 +341,11 @@ class Embroid:
 
     def __init__(self, k: int = 10, tau_pos: Any = AUTO, tau_neg: Any = AUTO, label_model: Any = "triplet",
                  class_balance: Any = "uniform", include_original: bool = True, tie_break: str = "random",
-                 seed: int = 0) -> None:
+                 abstains: str = "ignore", seed: int = 0) -> None:
         self.k = k
         self.tau_pos = tau_pos
         self.tau_neg = tau_neg
+        self.abstains = abstains
         self.label_model = label_model
         self.class_balance = class_balance
         self.include_original = include_original
@@ -355,13 +369,15 @@ class Embroid:
         numpy.ndarray
             ``(n, m * len(neighbors))`` int64, -1 = abstain; for each space, for each original column.
         """
+        if self.abstains not in ABSTAINS:
+            raise PromptingError(f"abstains must be one of {list(ABSTAINS)}, got {self.abstains!r}")
         array, c = check_votes(votes, cardinality)
         spaces = check_neighbors(neighbors, array.shape[0], self.k)
-        self.thresholds_ = resolve_thresholds(array, c, self.tau_pos, self.tau_neg)
+        self.thresholds_ = resolve_thresholds(array, c, self.tau_pos, self.tau_neg, self.abstains)
         self.cardinality_ = c
         columns = []
         for near in spaces:
-            shares, voted = vote_shares(array, near, c)
+            shares, voted = vote_shares(array, near, c, self.abstains)
             columns.append(neighborhood_votes(shares, voted, self.thresholds_))
         return np.concatenate(columns, axis=1)
 

@@ -66,6 +66,9 @@ class EmbroidStep(Step):
         ``"ivf"``.
     max_length
         Tokens per text for the MiniLM space.
+    abstains
+        ``"ignore"``: a neighbourhood share is taken among the neighbours that voted; ``"count"``: among all k
+        (better for sparse sources such as keyword LFs, see docs/prompting.md).
     """
 
     needs_all_rows = True
@@ -83,7 +86,9 @@ class EmbroidStep(Step):
         metric: str = "cosine",
         backend: str = "auto",
         max_length: int = 256,
+        abstains: str = "ignore",
     ) -> None:
+        from prompting.embroid import ABSTAINS
         from prompting.neighbors import BACKENDS, METRICS
 
         if isinstance(spaces, str):
@@ -104,6 +109,8 @@ class EmbroidStep(Step):
             raise OrchestraError(f"embroid: metric must be one of {list(METRICS)}, got {metric!r}")
         if backend not in BACKENDS:
             raise OrchestraError(f"embroid: backend must be one of {list(BACKENDS)}, got {backend!r}")
+        if abstains not in ABSTAINS:
+            raise OrchestraError(f"embroid: abstains must be one of {list(ABSTAINS)}, got {abstains!r}")
         if cardinality is not None and (not isinstance(cardinality, int) or cardinality < 2):
             raise OrchestraError(f"embroid: cardinality must be an integer >= 2, got {cardinality!r}")
         self.columns = list(columns) if columns is not None else None
@@ -117,6 +124,7 @@ class EmbroidStep(Step):
         self.metric = metric
         self.backend = backend
         self.max_length = max_length
+        self.abstains = abstains
         # an instance attribute: only the engine space needs a model
         self.needs_engine = "engine" in spaces
         self._minilm: Any = None
@@ -214,7 +222,7 @@ class EmbroidStep(Step):
                 raise OrchestraError(f"embroid: space {space!r}: {err}") from err
             logger.info("embroid %s: space %s, %d rows embedded and searched in %.1fs", self.name, space, n,
                         time.perf_counter() - started)
-        model = Embroid(k=self.k, tau_pos=self.tau_pos, tau_neg=self.tau_neg)
+        model = Embroid(k=self.k, tau_pos=self.tau_pos, tau_neg=self.tau_neg, abstains=self.abstains)
         try:
             smoothed = model.smooth(votes, neighbors, cardinality=cardinality)
         except PromptingError as err:

@@ -127,6 +127,28 @@ def test_multiclass_rule_largest_margin():
     assert smooth_votes(votes, [near], k=5, cardinality=3)[0, 0] == 1
 
 
+def test_abstains_count_takes_shares_out_of_k():
+    # source votes 1 on rows 0-2, 0 on row 3, abstains on rows 4-9
+    votes = np.array([[1], [1], [1], [0], [-1], [-1], [-1], [-1], [-1], [-1]])
+    near = np.array([[1, 2, 3, 4], [0, 2, 4, 5], [4, 5, 6, 7], [4, 5, 6, 8], [0, 1, 2, 3],
+                     [4, 6, 7, 8], [0, 7, 8, 9], [3, 8, 9, 4], [1, 2, 5, 6], [7, 8, 4, 5]])
+    ignore = smooth_votes(votes, [near], k=4)[:, 0]
+    count = smooth_votes(votes, [near], k=4, abstains="count")[:, 0]
+    # "ignore": thresholds .75 / .25 of the source's votes, shares among voting neighbours.
+    #   row 0: 1,1,0 -> .67 / .33 -> 0; row 1: 1,1 -> 1; row 4: 1,1,1,0 -> .75 / .25 both clear -> 0;
+    #   row 6: a single 1 -> share 1 -> 1; row 7: a single 0 -> 0; row 8: 1,1 -> 1; rows 2,3,5,9: nobody voted
+    np.testing.assert_array_equal(ignore, [0, 1, -1, -1, 0, -1, 1, 0, 1, -1])
+    # "count": thresholds .3 / .1 of all rows, shares out of k = 4. Row 6's single 1 is .25 < .3 -> abstain;
+    #   row 7's single 0 is .25 >= .1 -> 0; the rest as above
+    np.testing.assert_array_equal(count, [0, 1, -1, -1, 0, -1, -1, 0, 1, -1])
+    np.testing.assert_allclose(resolve_thresholds(votes, 2, abstains="count"), [[0.1, 0.3]])
+
+
+def test_abstains_modes_agree_without_abstains(dbpedia):
+    votes, _, knn = dbpedia
+    np.testing.assert_array_equal(smooth_votes(votes, knn), smooth_votes(votes, knn, abstains="count"))
+
+
 def test_column_order_is_space_then_source():
     rng = np.random.default_rng(0)
     votes = rng.integers(-1, 2, size=(40, 2))
@@ -188,5 +210,7 @@ def test_errors():
         smooth_votes(votes, [], k=2)
     with pytest.raises(PromptingError, match="label_model"):
         Embroid(k=2, label_model="flyingsquid").fit(votes, [near])
+    with pytest.raises(PromptingError, match="abstains"):
+        smooth_votes(votes, [near], k=2, abstains="drop")
     with pytest.raises(PromptingError, match="class_balance"):
         Embroid(k=2, class_balance=[0.9, 0.9]).fit(votes, [near])
