@@ -218,7 +218,11 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for m in (*METHODS, "few_shot_calibrated", "zero_shot_calibrated", "ama_learned_dependencies")
             if any(r[m].get("accuracy") is not None for r in done)}
     wins = sum(r["ama"]["accuracy"] > r["few_shot"]["accuracy"] for r in done)
-    return {"tasks": len(done), "mean_accuracy": mean,
+    mean_f1 = {m: round(float(np.mean([r[m]["macro_f1"] for r in done if r[m].get("macro_f1") is not None])), 2)
+               for m in mean}
+    wins_f1 = sum(r["ama"]["macro_f1"] > r["few_shot"]["macro_f1"] for r in done)
+    return {"tasks": len(done), "mean_accuracy": mean, "mean_macro_f1": mean_f1,
+            "ama_beats_few_shot_macro_f1": f"{wins_f1}/{len(done)}",
             "ama_beats_few_shot": f"{wins}/{len(done)}",
             "ama_minus_few_shot": round(mean["ama"] - mean["few_shot"], 2),
             "embroid_minus_ama": round(mean["ama_embroid"] - mean["ama"], 2) if "ama_embroid" in mean else None,
