@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=200, help="test rows per task (seeded sample; default 200)")
     parser.add_argument("--chains", type=int, default=5, help="chains per task, 3..10 (default 5)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--model", default="smollm2-135m", help="engine model (name, .gguf file or folder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine more threads run slower)")
@@ -273,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine import LLM
 
-    llm = LLM("smollm2-135m", max_model_len=2048, kv_cache_memory=768 << 20, max_num_seqs=64)
+    llm = LLM(args.model, max_model_len=2048, kv_cache_memory=768 << 20, max_num_seqs=64)
     torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"model": "smollm2-135m", "limit": args.limit, "chains": args.chains, "seed": args.seed,
+    report: dict[str, Any] = {"model": args.model, "limit": args.limit, "chains": args.chains, "seed": args.seed,
                               "command": "python " + " ".join(sys.argv), "tasks": {}}
     if not args.timing_only:
         from prompting.embedders import SentenceEmbedder
