@@ -42,6 +42,9 @@ class LabelModelStep(Step):
         Name of the label column (class index, -1 = abstain).
     proba_prefix
         Prefix of the probability columns; one column per class named after the task's labels.
+    dependencies
+        Correlated vote columns: None (independent), ``"learn"`` (learned from the votes, as AMA does for its
+        prompt chains) or a list of column-index pairs.
     """
 
     needs_all_rows = True
@@ -55,6 +58,7 @@ class LabelModelStep(Step):
         tie_break: str = "random",
         output: str = "label",
         proba_prefix: str = "proba_",
+        dependencies: str | list[list[int]] | None = None,
     ) -> None:
         from labelmodel.model.auto import METHODS
 
@@ -71,6 +75,14 @@ class LabelModelStep(Step):
         self.tie_break = tie_break
         self.output = output
         self.proba_prefix = proba_prefix
+        if dependencies is not None and dependencies != "learn" and not (
+            isinstance(dependencies, list) and all(isinstance(p, list | tuple) and len(p) == 2 for p in dependencies)
+        ):
+            raise OrchestraError(
+                "label_model: dependencies must be null, 'learn' or a list of [i, j] column pairs, got "
+                f"{dependencies!r}"
+            )
+        self.dependencies = dependencies
 
     def vote_columns(self, available: Sequence[str]) -> list[str]:
         """The vote columns this step reads, given the columns present."""
@@ -109,7 +121,8 @@ class LabelModelStep(Step):
         columns = self.inputs(list(batch.columns), context.task)
         names = self.class_names(context.task)
         votes = batch[columns]
-        model = LabelModel(method=self.method, cardinality=len(names), seed=context.seed)
+        deps = self.dependencies if self.dependencies in (None, "learn") else [tuple(p) for p in self.dependencies]
+        model = LabelModel(method=self.method, cardinality=len(names), dependencies=deps, seed=context.seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model.fit(votes)
