@@ -234,8 +234,8 @@ class CachedEngine:
     calls
         Calls made to the engine.
     tokens
-        Tokens the engine processed for this wrapper: scored choice tokens and generated tokens (cache hits
-        count none).
+        Tokens the engine processed for this wrapper: prompt tokens (where there is a tokenizer), scored choice
+        tokens and generated tokens (cache hits count none).
     """
 
     def __init__(self, engine: Any, cache: ResponseCache | str | Path | Any, backend: str | None = None,
@@ -260,15 +260,17 @@ class CachedEngine:
         """``engine.score`` with caching; same arguments and result shape."""
         if len(prompts) != len(choices):
             raise EngineError(f"score got {len(prompts)} prompts and {len(choices)} choice lists; give one per prompt")
-        keys = [request_key(self.backend, self.model, "score", self.key_prompt(p), {"choices": list(c)})
-                for p, c in zip(prompts, choices, strict=True)]
+        keyed = [self.key_prompt(p) for p in prompts]
+        prompt_tokens = [len(k) if isinstance(k, list) else 0 for k in keyed]
+        keys = [request_key(self.backend, self.model, "score", k, {"choices": list(c)})
+                for k, c in zip(keyed, choices, strict=True)]
         found = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
             self.calls += 1
             fresh = self.engine.score([prompts[i] for i in todo], [list(choices[i]) for i in todo])
             values = [_score_value(s) for s in fresh]
-            self.tokens += sum(int(c[2]) for row in values for c in row)
+            self.tokens += sum(int(c[2]) for row in values for c in row) + sum(prompt_tokens[i] for i in todo)
             self.cache.put_many("score", [(keys[i], v) for i, v in zip(todo, values, strict=True)])
             found.update((keys[i], v) for i, v in zip(todo, values, strict=True))
         self.hits += len(keys) - len(todo)
@@ -284,7 +286,8 @@ class CachedEngine:
             fresh = list(self.engine.generate(list(prompts), sampling_params))
             self.tokens += sum(len(o["token_ids"]) for out in fresh for o in _generate_value(out))
             return fresh
-        keys = [request_key(self.backend, self.model, "generate", self.key_prompt(p), params) for p in prompts]
+        keyed = [self.key_prompt(p) for p in prompts]
+        keys = [request_key(self.backend, self.model, "generate", k, params) for k in keyed]
         found = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
@@ -292,6 +295,7 @@ class CachedEngine:
             fresh = self.engine.generate([prompts[i] for i in todo], sampling_params)
             values = [_generate_value(o) for o in fresh]
             self.tokens += sum(len(o["token_ids"]) for v in values for o in v)
+            self.tokens += sum(len(keyed[i]) for i in todo if isinstance(keyed[i], list))
             self.cache.put_many("generate", [(keys[i], v) for i, v in zip(todo, values, strict=True)])
             found.update((keys[i], v) for i, v in zip(todo, values, strict=True))
         self.hits += len(keys) - len(todo)

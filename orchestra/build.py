@@ -145,6 +145,8 @@ def prepare_raw(raw: RawConfig, read_data: bool = True, limit: int | None = None
     cache = None
     if config.engine is not None:
         cache = resolve(base, config.engine.cache) if config.engine.cache else None
+        if looks_like_path(config.engine.model) or config.engine.model.endswith(".gguf"):
+            config.engine.model = str(resolve(base, config.engine.model))
     frame = None
     data_path = resolve(base, config.data.path)
     if read_data:

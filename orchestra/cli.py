@@ -110,8 +110,8 @@ class Progress:
             self.last_log = now
             rate = (done - self.first) / max(now - self.start, 1e-9)
             eta = f", ETA {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
-            tokens = f", {self.tokens_per_s():.0f} tokens/s" if self.engine is not None else ""
-            print(f"orchestra: {self.name}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.0f} rows/s"
+            tokens = f", {self.tokens_per_s():.3g} tokens/s" if self.engine is not None else ""
+            print(f"orchestra: {self.name}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.3g} rows/s"
                   f"{tokens}{eta}", file=sys.stderr, flush=True)
 
     def bind(self, engine: Any, name: str | None = None) -> None:
@@ -242,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("orchestra: interrupted; committed chunks are kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - the CLI reports any failure with an exit code
         if is_input_error(err):
             print(f"orchestra: error: {err}", file=sys.stderr)

@@ -85,6 +85,9 @@ class Executor:
         """
         raise NotImplementedError
 
+    def start(self) -> None:
+        """Check the executor can run (connect to workers) before a job writes anything."""
+
     def engine_for_driver(self, context: Context) -> Any:
         """The engine the steps that run in this process (after every chunk) use; also counts cache hits."""
         return context.engine

@@ -222,10 +222,12 @@ class Job:
         JobResult
         """
         manifest = self.check_dir()
+        executor = executor or LocalExecutor()
+        executor.start()
         (self.job_dir / "shards").mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
-            return self._run(manifest, context, progress, executor or LocalExecutor())
+            return self._run(manifest, context, progress, executor)
         finally:
             self._unlock()
 

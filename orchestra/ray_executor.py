@@ -146,11 +146,12 @@ class EngineTotals:
 
 
 def register_user_modules(steps: Sequence[Step]) -> None:
-    """Ship the code of user modules (LF files, plugin steps) by value, so actors need not import them."""
+    """Ship user step classes (plugins) by value, so actors need not import their modules.
+
+    LF modules travel inside the ``lfs`` step's own pickle (their source), see ``LabelingFunctions.__getstate__``.
+    """
     ray = import_ray()
-    names = {type(step).__module__ for step in steps}
-    names |= {m.__name__ for m in (getattr(step, "_module", None) for step in steps) if m is not None}
-    for name in sorted(names):
+    for name in sorted({type(step).__module__ for step in steps}):
         module = sys.modules.get(name)
         if module is not None and name.split(".")[0] not in OWN_PACKAGES and name != "__main__":
             ray.cloudpickle.register_pickle_by_value(module)
@@ -183,6 +184,7 @@ class RayExecutor(Executor):
             raise OrchestraError(f"num_actors must be a whole number >= 1, got {num_actors!r}")
         if cpus_per_actor is not None and (not isinstance(cpus_per_actor, int) or cpus_per_actor < 1):
             raise OrchestraError(f"cpus_per_actor must be a whole number >= 1, got {cpus_per_actor!r}")
+        import_ray()  # fail before anything is written when ray is not installed
         self.recipe = engine
         self.address = address
         self.num_actors = num_actors
@@ -196,10 +198,14 @@ class RayExecutor(Executor):
     def engine_for_driver(self, context: Context) -> Any:
         return self.totals
 
+    def start(self) -> None:
+        self._connect()
+
     def _connect(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
-            kwargs = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
+            kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+                      **self.init_kwargs}
             try:
                 ray.init(address=self.address, **kwargs)
             except ConnectionError as err:
@@ -236,7 +242,7 @@ class RayExecutor(Executor):
             self._cache_server = server.remote(str(recipe.cache))
         actors, per_actor = self._sizes(ray)
         register_user_modules(steps)
-        worker = ray.remote(ChunkWorker).options(num_cpus=per_actor, max_restarts=1, max_task_retries=1)
+        worker = ray.remote(ChunkWorker).options(num_cpus=per_actor)
         shared = dataclasses.replace(context, engine=None, artifacts={})
         self._actors = [worker.remote(list(steps), shared, recipe, self._cache_server, per_actor)
                         for _ in range(actors)]

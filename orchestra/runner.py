@@ -19,6 +19,19 @@ def default_job_dir(output: Path) -> Path:
     return output.with_name(output.name + ".job")
 
 
+def check_model(backend: str, model: str) -> None:
+    """Refuse a model the local backend cannot find before a job writes anything (no weights are loaded)."""
+    if backend != "local":
+        return
+    from engine.errors import EngineError
+    from engine.loader import resolve_model_path
+
+    try:
+        resolve_model_path(model)
+    except EngineError as err:
+        raise OrchestraError(f"engine.model: {err}") from None
+
+
 def run_file(
     path: str | Path,
     overrides: list[str] | tuple[str, ...] = (),
@@ -65,6 +78,7 @@ def run_file(
     recipe = None
     if prepared.pipeline.needs_engine:
         spec = prepared.config.engine
+        check_model(spec.backend, spec.model)
         recipe = EngineRecipe(spec.backend, spec.model, dict(spec.options),
                               prepared.cache_path or job.job_dir / "cache.sqlite")
     runner = make_executor(executor, engine=recipe, address=address, num_actors=num_actors)
