@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="where chunks run: this process, or Ray actors with one engine each")
     run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local one)")
-    run.add_argument("--num-actors", type=int, help="Ray actors, one engine each (default: CPUs / 4)")
+    run.add_argument("--num-actors", type=int, help="Ray actors, one engine each (default: one per 4 CPUs of each node)")
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="check a YAML pipeline and its data without loading any model")
     validate.add_argument("file")

@@ -29,6 +29,7 @@ from orchestra.steps.base import Context, Step
 logger = logging.getLogger(__name__)
 
 CPUS_PER_ACTOR = 4  # torch's CPU kernels gain little beyond a few threads for the small default model
+ACTOR_START_TIMEOUT_S = 900.0  # loading the model on a busy node is slow; an infeasible actor never starts
 IN_FLIGHT_PER_ACTOR = 2  # one chunk running, one queued: actors never wait for the driver
 OWN_PACKAGES = ("orchestra", "engine", "labelmodel", "prompting", "sampling")
 
@@ -215,16 +216,22 @@ class RayExecutor(Executor):
         return ray
 
     def _sizes(self, ray: Any) -> tuple[int, int]:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        """(actors, CPUs per actor): an actor lives on one node, so it never asks for more than a node has."""
+        nodes = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+        nodes = [c for c in nodes if c > 0] or [1]
         if self.num_actors is not None:
             actors = self.num_actors
-            per_actor = self.cpus_per_actor or max(1, cpus // actors)
+            per_actor = self.cpus_per_actor or max(1, min(sum(nodes) // actors, max(nodes)))
         else:
-            per_actor = self.cpus_per_actor or min(CPUS_PER_ACTOR, cpus)
-            actors = max(1, cpus // per_actor)
-        if actors * per_actor > cpus:
-            logger.warning("%d actors x %d CPUs exceed the cluster's %d CPUs: some actors wait for room",
-                           actors, per_actor, cpus)
+            per_actor = self.cpus_per_actor or min(CPUS_PER_ACTOR, max(nodes))
+            actors = max(1, sum(c // per_actor for c in nodes))
+        room = sum(c // per_actor for c in nodes)
+        if per_actor > max(nodes):
+            raise OrchestraError(f"cpus_per_actor={per_actor} but the largest Ray node has {max(nodes)} CPUs; "
+                                 "ask for fewer CPUs per actor")
+        if actors > room:
+            logger.warning("%d actors x %d CPUs do not fit the cluster's nodes %s at once: some actors wait",
+                           actors, per_actor, nodes)
         return actors, per_actor
 
     def _start_actors(self, ray: Any, steps: Sequence[Step], context: Context) -> None:
@@ -246,7 +253,12 @@ class RayExecutor(Executor):
         shared = dataclasses.replace(context, engine=None, artifacts={})
         self._actors = [worker.remote(list(steps), shared, recipe, self._cache_server, per_actor)
                         for _ in range(actors)]
-        ray.get([a.ready.remote() for a in self._actors])
+        try:
+            ray.get([a.ready.remote() for a in self._actors], timeout=ACTOR_START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(f"{actors} Ray actors of {per_actor} CPUs did not start within "
+                               f"{ACTOR_START_TIMEOUT_S:.0f} s; check the cluster's free CPUs (ray status) or pass "
+                               "fewer --num-actors") from None
         logger.info("ray: %d actors x %d CPUs%s", actors, per_actor, " with one engine each" if recipe else "")
 
     def run_chunks(self, steps: Sequence[Step], indices: Sequence[int], batch: Callable[[int], pd.DataFrame],

@@ -179,6 +179,9 @@ def test_python_api_on_ray_equals_local_with_user_code_shipped_to_the_actors(clu
     local = Pipeline(steps).run(data, task=task, chunk_size=10)
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     try:
+        from orchestra.ray_executor import RayExecutor
+
+        assert RayExecutor()._sizes(ray) == (2, 1), "by default one actor per node CPU share, never across nodes"
         seen = []
         remote = Pipeline(steps).run(data, task=task, chunk_size=10, executor="ray",
                                      on_chunk=lambda done, total: seen.append(done))
