@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import runpy
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def terminal_width() -> dict[str, Any]:
+    """tqdm size options: follow the terminal, or COLUMNS / LINES (else 80 x 24) where it reports a size of 0 (a
+    fresh pty, some CI runners), in which case tqdm would draw nothing."""
+    try:
+        if os.get_terminal_size(sys.stderr.fileno()).columns > 0:
+            return {"dynamic_ncols": True}
+    except (OSError, ValueError):
+        pass
+    size = shutil.get_terminal_size()
+    return {"ncols": size.columns, "nrows": size.lines}
+
+
 class Progress:
     """A tqdm bar on a terminal, a log line every few seconds otherwise."""
 
@@ -99,7 +112,7 @@ class Progress:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, initial=done, unit="rows", desc=self.name, dynamic_ncols=True)
+                self.bar = tqdm(total=total, initial=done, unit="rows", desc=self.name, **terminal_width())
             else:
                 self.bar.update(done - self.bar.n)
             if self.engine is not None:
@@ -198,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="where chunks run: this process, or Ray actors with one engine each")
     run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local one)")
-    run.add_argument("--num-actors", type=int, help="Ray actors, one engine each (default: one per 4 CPUs of each node)")
+    run.add_argument("--num-actors", type=int, help="Ray actors, one engine each (default: one per 4 CPUs of a node)")
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="check a YAML pipeline and its data without loading any model")
     validate.add_argument("file")
