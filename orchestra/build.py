@@ -91,6 +91,9 @@ def build_steps(raw: RawConfig, config: PipelineConfig, base: Path) -> tuple[lis
                 params[head] = {**params[head], sub: str(resolve(base, params[head][sub]))}
             elif not sub and looks_like_path(params.get(key)):
                 params[key] = str(resolve(base, params[key]))
+        demos = params.get("demos")
+        if isinstance(demos, dict) and "label" not in demos and config.data.gold:
+            params["demos"] = {**demos, "label": config.data.gold}  # demos carry their answer in the gold column
         try:
             steps.append(make_step(step_type, params, name=name))
         except OrchestraError as err:
