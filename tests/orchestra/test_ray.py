@@ -212,3 +212,16 @@ def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path):
                           env=cli_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert "pip install 'orchestra[ray]'" in done.stderr
+
+
+def test_bad_input_with_the_ray_executor_exits_2_before_ray_starts(cli, tmp_path):
+    yaml_path = make_project(tmp_path / "project")
+    yaml_path.write_text(yaml_path.read_text().replace("- label_model:", "- label_modl:"))
+    with open(tmp_path / "project" / "reviews.csv", "a") as handle:
+        handle.write("1,duplicate id,1\n")
+    before = sorted(p.name for p in (tmp_path / "project").rglob("*"))
+    done = cli("run", str(yaml_path), "--executor", "ray", "--num-actors", "2")
+    assert done.returncode == 2, done.stderr
+    assert "unknown step 'label_modl'" in done.stderr and "ids in column 'id' repeat" in done.stderr
+    assert "Ray" not in done.stderr, "no Ray instance was started"
+    assert sorted(p.name for p in (tmp_path / "project").rglob("*")) == before
