@@ -155,7 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_summary(summary)
     if result.cache:
         s = result.cache
-        print(f"cache: {s['hits']} hits, {s['misses']} misses, {s['calls']} engine calls")
+        stored = f"; {s['entries']} responses stored" if "entries" in s else ""
+        print(f"cache: {s['hits']} hits, {s['misses']} misses, {s['calls']} engine calls{stored}")
     else:
         print("cache: no model calls (no step uses a model)")
     return 0

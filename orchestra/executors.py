@@ -60,6 +60,51 @@ class EngineRecipe:
         return CachedEngine(llm, store, backend=self.backend, model=self.model)
 
 
+class LazyEngine:
+    """Builds the engine from its recipe on the first request, and sums the cache counters of remote engines.
+
+    Stands in for ``context.engine`` in the driver: a job whose chunks are all committed loads no model, and
+    under Ray it counts the actors' hits, misses, calls and tokens (``add``) for progress and reports.
+    """
+
+    def __init__(self, recipe: EngineRecipe | None) -> None:
+        self.recipe = recipe
+        self.remote = {"hits": 0, "misses": 0, "calls": 0, "tokens": 0}
+        self._engine: Any = None
+
+    def add(self, delta: dict[str, int]) -> None:
+        """Add a remote engine's counters."""
+        for key, value in delta.items():
+            self.remote[key] = self.remote.get(key, 0) + int(value)
+
+    def engine(self) -> Any:
+        """The local engine, built on first use."""
+        if self._engine is None:
+            if self.recipe is None:
+                raise OrchestraError("a step asked for a model, but no engine is configured; add an engine section")
+            self._engine = self.recipe.build()
+        return self._engine
+
+    def score(self, prompts: Any, choices: Any) -> Any:
+        return self.engine().score(prompts, choices)
+
+    def generate(self, prompts: Any, sampling_params: Any = None) -> Any:
+        return self.engine().generate(prompts, sampling_params)
+
+    def stats(self) -> dict[str, int]:
+        """Hits, misses, engine calls and tokens: the local engine's plus the remote ones'."""
+        local = self._engine.stats() if hasattr(self._engine, "hits") else {}
+        return {k: v + int(local.get(k, 0)) for k, v in self.remote.items()}
+
+    @property
+    def hits(self) -> int:
+        return self.stats()["hits"]
+
+    @property
+    def tokens(self) -> int:
+        return self.stats()["tokens"]
+
+
 class Executor:
     """Runs the row-wise steps over chunks and hands each chunk's added columns to ``on_done``."""
 

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from orchestra.errors import OrchestraError
-from orchestra.executors import ChunkDone, EngineRecipe, Executor
+from orchestra.executors import ChunkDone, EngineRecipe, Executor, LazyEngine
 from orchestra.pipeline import added_columns
 from orchestra.steps.base import Context, Step
 
@@ -104,48 +104,6 @@ class ChunkWorker:
         return dict(self.engine.stats()) if hasattr(self.engine, "hits") else {}
 
 
-class EngineTotals:
-    """Cache counters summed over the actors' engines; builds a local engine only if a driver-side step asks.
-
-    Stands in for ``context.engine`` on the driver (``hits``, ``tokens``, ``stats()`` for progress and
-    reports, ``score`` / ``generate`` for steps that run after every chunk).
-    """
-
-    def __init__(self, recipe: EngineRecipe | None) -> None:
-        self.recipe = recipe
-        self.remote = {"hits": 0, "misses": 0, "calls": 0, "tokens": 0}
-        self._local: Any = None
-
-    def add(self, delta: dict[str, int]) -> None:
-        for key, value in delta.items():
-            self.remote[key] = self.remote.get(key, 0) + int(value)
-
-    def _engine(self) -> Any:
-        if self._local is None:
-            if self.recipe is None:
-                raise OrchestraError("a step that runs after every chunk needs an engine, but none is configured")
-            self._local = self.recipe.build()
-        return self._local
-
-    def score(self, prompts: Any, choices: Any) -> Any:
-        return self._engine().score(prompts, choices)
-
-    def generate(self, prompts: Any, sampling_params: Any = None) -> Any:
-        return self._engine().generate(prompts, sampling_params)
-
-    def stats(self) -> dict[str, int]:
-        local = self._local.stats() if hasattr(self._local, "hits") else {}
-        return {k: v + int(local.get(k, 0)) for k, v in self.remote.items()}
-
-    @property
-    def hits(self) -> int:
-        return self.stats()["hits"]
-
-    @property
-    def tokens(self) -> int:
-        return self.stats()["tokens"]
-
-
 def register_user_modules(steps: Sequence[Step]) -> None:
     """Ship user step classes (plugins) by value, so actors need not import their modules.
 
@@ -191,7 +149,7 @@ class RayExecutor(Executor):
         self.num_actors = num_actors
         self.cpus_per_actor = cpus_per_actor
         self.init_kwargs = dict(init_kwargs or {})
-        self.totals = EngineTotals(engine)
+        self.totals = LazyEngine(engine)
         self._started_ray = False
         self._actors: list[Any] = []
         self._cache_server: Any = None

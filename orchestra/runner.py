@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestra.errors import OrchestraError
-from orchestra.executors import EngineRecipe, Executor, make_executor
+from orchestra.executors import EngineRecipe, Executor, LazyEngine, make_executor
 from orchestra.job import Job, JobResult
 from orchestra.steps.base import Context
 
@@ -83,11 +83,20 @@ def run_file(
                               prepared.cache_path or job.job_dir / "cache.sqlite")
     runner = make_executor(executor, engine=recipe, address=address, num_actors=num_actors)
     try:
-        engine = recipe.build() if recipe is not None and runner.name == "local" else None
+        engine = LazyEngine(recipe) if recipe is not None and runner.name == "local" else None
         context = Context(task=prepared.task, engine=engine, seed=prepared.config.run.seed,
                           base_dir=str(prepared.source.resolve().parent))
         if hasattr(progress, "bind"):
             progress.bind(runner.engine_for_driver(context), prepared.config.name)
-        return job.run(context, progress, runner)
+        result = job.run(context, progress, runner)
     finally:
         runner.close()
+    if recipe is not None and recipe.cache is not None and result.cache:
+        from engine.cache import ResponseCache
+
+        cache = ResponseCache(recipe.cache)
+        try:
+            result.cache = {**result.cache, "entries": len(cache)}
+        finally:
+            cache.close()
+    return result

@@ -106,6 +106,14 @@ def test_ray_output_is_byte_identical_to_local_and_reuses_the_cache(cluster, loc
     summary = (tmp_path / "job" / "summary.json").read_text()
     assert '"label_distribution"' in summary and '"misses": 8' in summary
 
+    # The finished Ray job re-run by the local executor: every chunk resumes, no model is even loaded.
+    output.unlink()
+    rerun = run_cli("run", str(yaml_path), "--limit", str(ROWS), "--job-dir", str(tmp_path / "job"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "0 chunks run, 4 resumed, executor local" in rerun.stdout
+    assert f"cache: 0 hits, 0 misses, 0 engine calls; {ROWS} responses stored" in rerun.stdout
+    assert output.read_bytes() == expected
+
     # A new job over the cache the local executor filled: every request is a hit, no model call.
     output.unlink()
     again = run_cli("run", str(yaml_path), "--limit", str(ROWS), "--job-dir", str(tmp_path / "job2"),
