@@ -127,9 +127,10 @@ class RayExecutor(Executor):
         Cluster address for ``ray.init`` (default: the running Ray instance if this process started one,
         else a new local instance).
     num_actors
-        Actors (default: the cluster's CPUs // ``CPUS_PER_ACTOR``, at least 1).
+        Actors (default: each node's CPUs // ``CPUS_PER_ACTOR`` summed over nodes, at least 1).
     cpus_per_actor
-        CPUs reserved per actor, also its torch thread count (default: the cluster's CPUs // actors).
+        CPUs reserved per actor, also its torch thread count (default: the cluster's CPUs // actors, at most
+        one node's CPUs: an actor never spans nodes).
     init_kwargs
         Extra ``ray.init`` arguments when this executor starts Ray (e.g. ``object_store_memory``).
     """
