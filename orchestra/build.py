@@ -91,6 +91,9 @@ def build_steps(raw: RawConfig, config: PipelineConfig, base: Path) -> tuple[lis
                 params[head] = {**params[head], sub: str(resolve(base, params[head][sub]))}
             elif not sub and looks_like_path(params.get(key)):
                 params[key] = str(resolve(base, params[key]))
+        demos = params.get("demos")
+        if isinstance(demos, dict) and "label" not in demos and config.data.gold:
+            params["demos"] = {**demos, "label": config.data.gold}  # demos carry their answer in the gold column
         try:
             steps.append(make_step(step_type, params, name=name))
         except OrchestraError as err:
@@ -145,6 +148,8 @@ def prepare_raw(raw: RawConfig, read_data: bool = True, limit: int | None = None
     cache = None
     if config.engine is not None:
         cache = resolve(base, config.engine.cache) if config.engine.cache else None
+        if looks_like_path(config.engine.model) or config.engine.model.endswith(".gguf"):
+            config.engine.model = str(resolve(base, config.engine.model))
     frame = None
     data_path = resolve(base, config.data.path)
     if read_data:

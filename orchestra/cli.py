@@ -1,6 +1,7 @@
 """The ``orchestra`` command line.
 
-    orchestra run FILE [--set key.path=value ...] [--job-dir DIR] [--limit N]
+    orchestra run FILE [--set key.path=value ...] [--job-dir DIR] [--limit N] [--executor local|ray]
+                  [--address ADDR] [--num-actors N]
     orchestra validate FILE [--set key.path=value ...]
     orchestra status DIR
     orchestra report DIR
@@ -16,6 +17,7 @@ import argparse
 import logging
 import os
 import runpy
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -79,12 +81,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def terminal_width() -> dict[str, Any]:
+    """tqdm size options: follow the terminal, or COLUMNS / LINES (else 80 x 24) where it reports a size of 0 (a
+    fresh pty, some CI runners), in which case tqdm would draw nothing."""
+    try:
+        if os.get_terminal_size(sys.stderr.fileno()).columns > 0:
+            return {"dynamic_ncols": True}
+    except (OSError, ValueError):
+        pass
+    size = shutil.get_terminal_size()
+    return {"ncols": size.columns, "nrows": size.lines}
+
+
 class Progress:
     """A tqdm bar on a terminal, a log line every few seconds otherwise."""
 
     def __init__(self, name: str, engine: Any = None) -> None:
         self.name = name
-        self.engine = engine
+        self.engine = engine if hasattr(engine, "hits") else None
         self.bar: Any = None
         self.tty = sys.stderr.isatty()
         self.start = time.monotonic()
@@ -98,7 +112,7 @@ class Progress:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, initial=done, unit="rows", desc=self.name, dynamic_ncols=True)
+                self.bar = tqdm(total=total, initial=done, unit="rows", desc=self.name, **terminal_width())
             else:
                 self.bar.update(done - self.bar.n)
             if self.engine is not None:
@@ -109,9 +123,14 @@ class Progress:
             self.last_log = now
             rate = (done - self.first) / max(now - self.start, 1e-9)
             eta = f", ETA {(total - done) / rate:.0f}s" if rate > 0 and done < total else ""
-            tokens = f", {self.tokens_per_s():.0f} tokens/s" if self.engine is not None else ""
-            print(f"orchestra: {self.name}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.0f} rows/s"
+            tokens = f", {self.tokens_per_s():.3g} tokens/s" if self.engine is not None else ""
+            print(f"orchestra: {self.name}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.3g} rows/s"
                   f"{tokens}{eta}", file=sys.stderr, flush=True)
+
+    def bind(self, engine: Any, name: str | None = None) -> None:
+        """Read tokens and cache hits from ``engine`` (a CachedEngine or the Ray executor's totals)."""
+        self.engine = engine if hasattr(engine, "hits") else None
+        self.name = name or self.name
 
     def tokens_per_s(self) -> float:
         return self.engine.tokens / max(time.monotonic() - self.start, 1e-9)
@@ -122,38 +141,22 @@ class Progress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.cache import CachedEngine
-    from orchestra.build import prepare
-    from orchestra.job import Job
-    from orchestra.steps.base import Context
-    from orchestra.steps.prompt import load_engine
+    from orchestra.runner import run_file
 
-    if args.limit is not None and args.limit < 1:
-        raise OrchestraError(f"--limit must be at least 1, got {args.limit}")
-    prepared = prepare(args.file, args.set or [], limit=args.limit)
-    job_dir = Path(args.job_dir) if args.job_dir else prepared.output_path.with_name(
-        prepared.output_path.name + ".job")
-    job = Job(prepared, job_dir)
-    job.check_dir()
-    engine = None
-    if prepared.pipeline.needs_engine:
-        spec = prepared.config.engine
-        engine = CachedEngine(load_engine(spec.backend, spec.model, spec.options),
-                              prepared.cache_path or job_dir / "cache.sqlite", backend=spec.backend, model=spec.model)
-    context = Context(task=prepared.task, engine=engine, seed=prepared.config.run.seed,
-                      base_dir=str(prepared.source.resolve().parent))
-    progress = Progress(prepared.config.name, engine)
+    progress = Progress("orchestra")
     try:
-        result = job.run(context, progress)
+        result = run_file(args.file, args.set or [], job_dir=args.job_dir, executor=args.executor,
+                          address=args.address, num_actors=args.num_actors, limit=args.limit, progress=progress)
     finally:
         progress.close()
     summary = result.summary
     print(f"{summary['rows']} rows -> {result.output}  (job {result.job_dir}: {result.chunks_run} chunks run, "
-          f"{result.chunks_resumed} resumed)")
+          f"{result.chunks_resumed} resumed, executor {args.executor})")
     print_summary(summary)
-    if engine is not None:
-        s = engine.stats()
-        print(f"cache: {s['hits']} hits, {s['misses']} misses, {s['calls']} engine calls")
+    if result.cache:
+        s = result.cache
+        stored = f"; {s['entries']} responses stored" if "entries" in s else ""
+        print(f"cache: {s['hits']} hits, {s['misses']} misses, {s['calls']} engine calls{stored}")
     else:
         print("cache: no model calls (no step uses a model)")
     return 0
@@ -206,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a YAML value (repeatable)")
     run.add_argument("--job-dir", help="job directory (default: OUTPUT.job beside the output)")
     run.add_argument("--limit", type=int, help="process only the first N records")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="where chunks run: this process, or Ray actors with one engine each")
+    run.add_argument("--address", help="Ray cluster address (with --executor ray; default: start a local one)")
+    run.add_argument("--num-actors", type=int, help="Ray actors, one engine each (default: one per 4 CPUs of a node)")
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="check a YAML pipeline and its data without loading any model")
     validate.add_argument("file")
@@ -249,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("orchestra: interrupted; committed chunks are kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - the CLI reports any failure with an exit code
         if is_input_error(err):
             print(f"orchestra: error: {err}", file=sys.stderr)

@@ -18,6 +18,7 @@ file and renamed.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -34,6 +35,7 @@ import pandas as pd
 
 from orchestra.build import Prepared
 from orchestra.errors import OrchestraError
+from orchestra.executors import Executor, LocalExecutor
 from orchestra.io import remove_stale_temps, write_table
 from orchestra.steps.base import Context
 
@@ -201,7 +203,8 @@ class Job:
     def _shard(self, index: int) -> Path:
         return self.job_dir / "shards" / f"chunk-{index:06d}.parquet"
 
-    def run(self, context: Context, progress: Callable[[int, int], None] | None = None) -> JobResult:
+    def run(self, context: Context, progress: Callable[[int, int], None] | None = None,
+            executor: Executor | None = None) -> JobResult:
         """Run (or resume) the job and write its outputs.
 
         Parameters
@@ -210,21 +213,26 @@ class Job:
             Task, engine (already behind the cache), seed.
         progress
             Called with (rows done, rows total) at the start and after each chunk.
+        executor
+            Where the chunks run (default: :class:`~orchestra.executors.LocalExecutor`). Whatever runs them,
+            this process commits every chunk, so the job directory has one writer.
 
         Returns
         -------
         JobResult
         """
         manifest = self.check_dir()
+        executor = executor or LocalExecutor()
+        executor.start()
         (self.job_dir / "shards").mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
-            return self._run(manifest, context, progress)
+            return self._run(manifest, context, progress, executor)
         finally:
             self._unlock()
 
     def _run(self, manifest: dict[str, Any] | None, context: Context,
-             progress: Callable[[int, int], None] | None) -> JobResult:
+             progress: Callable[[int, int], None] | None, executor: Executor) -> JobResult:
         if manifest is None:
             manifest = {"version": VERSION, "name": self.prepared.config.name, "fingerprint": self.fingerprint,
                         "spec": self.spec, "chunks": self.n_chunks, "chunk_size": self.chunk_size,
@@ -239,22 +247,27 @@ class Job:
             logger.info("resuming %s: %d of %d chunks already committed", self.job_dir, resumed, self.n_chunks)
         if progress is not None:
             progress(rows_done, len(self.frame))
-        for index in range(self.n_chunks):
-            if str(index) in done:
-                continue
+
+        def batch(index: int) -> pd.DataFrame:
+            return self.frame.iloc[index * self.chunk_size:(index + 1) * self.chunk_size]
+
+        def commit(index: int, added: pd.DataFrame) -> None:
+            nonlocal rows_done
             start = index * self.chunk_size
-            batch = self.frame.iloc[start:start + self.chunk_size]
-            added = pipeline.run_steps(rowwise, batch, context).iloc[:, batch.shape[1]:]
             added = added.reset_index(drop=True)
-            added.insert(0, "_row", range(start, start + len(batch)))
+            added.insert(0, "_row", range(start, start + len(added)))
             write_table(added, self._shard(index))
-            done[str(index)] = {"rows": len(batch), "file": self._shard(index).name}
+            done[str(index)] = {"rows": len(added), "file": self._shard(index).name}
             manifest["updated"] = time.time()
             write_json_atomic(self.job_dir / MANIFEST, manifest)
-            rows_done += len(batch)
-            logger.debug("chunk %d/%d committed (%d rows)", index + 1, self.n_chunks, len(batch))
+            rows_done += len(added)
+            logger.debug("chunk %d/%d committed (%d rows)", index + 1, self.n_chunks, len(added))
             if progress is not None:
                 progress(rows_done, len(self.frame))
+
+        todo = [i for i in range(self.n_chunks) if str(i) not in done]
+        executor.run_chunks(rowwise, todo, batch, context, commit)
+        context = dataclasses.replace(context, engine=executor.engine_for_driver(context))
         frame = self.assemble()
         frame = pipeline.run_steps(whole, frame, context)
         output = write_table(frame, self.prepared.output_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,6 +44,41 @@ def as_frame(data: Any) -> pd.DataFrame:
     if len(frame) == 0:
         raise OrchestraError("the data has no rows; give at least one record")
     return frame
+
+
+def apply_steps(steps: Sequence[Step], frame: pd.DataFrame, context: Context) -> pd.DataFrame:
+    """Apply ``steps`` to ``frame`` in order and return it with their columns appended.
+
+    Each step's result is checked against what its ``adds()`` announced and must keep the batch's index.
+
+    Parameters
+    ----------
+    steps
+        Steps, in order.
+    frame
+        The rows.
+    context
+        Task, engine, seed, artifacts.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    for step in steps:
+        expected = step.adds(list(frame.columns), context.task)
+        added = step.run(frame, context)
+        if not isinstance(added, pd.DataFrame) or list(added.columns) != expected:
+            got = list(added.columns) if isinstance(added, pd.DataFrame) else type(added).__name__
+            raise OrchestraError(f"step {step.name!r} returned {got}, but adds() announced {expected}")
+        if len(added) != len(frame) or not added.index.equals(frame.index):
+            raise OrchestraError(f"step {step.name!r} returned {len(added)} rows for {len(frame)}; keep the index")
+        frame = pd.concat([frame, added], axis=1)
+    return frame
+
+
+def added_columns(steps: Sequence[Step], batch: pd.DataFrame, context: Context) -> pd.DataFrame:
+    """Only the columns ``steps`` add to ``batch`` (what a chunk's shard holds), with ``batch``'s index."""
+    return apply_steps(steps, batch, context).iloc[:, batch.shape[1]:]
 
 
 class Pipeline:
@@ -116,31 +152,8 @@ class Pipeline:
         return plan
 
     def run_steps(self, steps: Sequence[Step], frame: pd.DataFrame, context: Context) -> pd.DataFrame:
-        """Apply ``steps`` to ``frame`` and return it with their columns appended.
-
-        Parameters
-        ----------
-        steps
-            Steps of this pipeline, in order.
-        frame
-            The rows.
-        context
-            Task, engine, seed, artifacts.
-
-        Returns
-        -------
-        pandas.DataFrame
-        """
-        for step in steps:
-            expected = step.adds(list(frame.columns), context.task)
-            added = step.run(frame, context)
-            if not isinstance(added, pd.DataFrame) or list(added.columns) != expected:
-                got = list(added.columns) if isinstance(added, pd.DataFrame) else type(added).__name__
-                raise OrchestraError(f"step {step.name!r} returned {got}, but adds() announced {expected}")
-            if len(added) != len(frame) or not added.index.equals(frame.index):
-                raise OrchestraError(f"step {step.name!r} returned {len(added)} rows for {len(frame)}; keep the index")
-            frame = pd.concat([frame, added], axis=1)
-        return frame
+        """Apply ``steps`` to ``frame`` and return it with their columns appended (see :func:`apply_steps`)."""
+        return apply_steps(steps, frame, context)
 
     def run(
         self,
@@ -152,6 +165,7 @@ class Pipeline:
         context: Context | None = None,
         on_chunk: Callable[[int, int], None] | None = None,
         cache: str | Path | None = None,
+        executor: Any = "local",
     ) -> pd.DataFrame:
         """Run every step over the data.
 
@@ -163,7 +177,9 @@ class Pipeline:
         data
             DataFrame, list of dicts, or path to a data file.
         engine
-            Engine-like object for steps that call a model.
+            Engine-like object for steps that call a model, or an
+            :class:`~orchestra.executors.EngineRecipe` (backend, model, options) to build one: the Ray executor
+            needs a recipe, since each actor loads its own engine.
         task
             The labeling task.
         seed
@@ -177,28 +193,55 @@ class Pipeline:
         cache
             Path of an SQLite response cache to put ``engine`` behind (``engine.cache.CachedEngine``), so a
             re-run makes no model calls.
+        executor
+            ``"local"`` (this process), ``"ray"`` (Ray actors, one engine each; start Ray with ``ray.init``
+            first to choose the cluster) or an :class:`~orchestra.executors.Executor`. Results are identical.
 
         Returns
         -------
         pandas.DataFrame
             The input columns followed by every step's columns.
         """
-        frame = as_frame(data)
-        if cache is not None and engine is not None:
-            from engine.cache import CachedEngine
+        from orchestra.executors import EngineRecipe, make_executor
 
-            engine = CachedEngine(engine, cache)
+        frame = as_frame(data)
+        recipe = None
+        if isinstance(engine, EngineRecipe):
+            recipe = dataclasses.replace(engine, cache=Path(cache) if cache is not None else engine.cache)
+            engine = None
+        runner = make_executor(executor, engine=recipe)
+        if runner.name != "ray":
+            if recipe is not None and self.needs_engine:
+                engine = recipe.build()
+            elif cache is not None and engine is not None:
+                from engine.cache import CachedEngine
+
+                engine = CachedEngine(engine, cache)
+        elif engine is not None and self.needs_engine:
+            raise OrchestraError("the Ray executor loads one engine per actor and cannot ship a loaded one; pass "
+                                 "engine=EngineRecipe(backend=..., model=..., options={...}) instead")
         if context is None:
             context = Context(task=task, engine=engine, seed=seed)
-        if self.needs_engine and context.engine is None:
+        if self.needs_engine and context.engine is None and recipe is None:
             names = [s.name for s in self.steps if s.needs_engine]
             raise OrchestraError(f"steps {names} call a model; pass engine=LLM(...) to Pipeline.run")
         self.plan(list(frame.columns), context.task)
         rowwise, whole = self.split()
         size = chunk_size or len(frame)
-        parts = []
-        for start in range(0, len(frame), size):
-            parts.append(self.run_steps(rowwise, frame.iloc[start:start + size], context))
+        starts = list(range(0, len(frame), size))
+        parts: dict[int, pd.DataFrame] = {}
+
+        def done(index: int, added: pd.DataFrame) -> None:
+            parts[index] = added
             if on_chunk is not None:
-                on_chunk(min(start + size, len(frame)), len(frame))
-        return self.run_steps(whole, pd.concat(parts), context)
+                on_chunk(sum(len(p) for p in parts.values()), len(frame))
+
+        try:
+            runner.run_chunks(rowwise, range(len(starts)), lambda i: frame.iloc[starts[i]:starts[i] + size],
+                              context, done)
+            added = pd.concat([parts[i] for i in range(len(starts))])
+            full = pd.concat([frame, added], axis=1)
+            context = dataclasses.replace(context, engine=runner.engine_for_driver(context))
+            return self.run_steps(whole, full, context)
+        finally:
+            runner.close()

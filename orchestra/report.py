@@ -146,6 +146,31 @@ def _plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ax.bar(list(dist), list(dist.values()), color="#4878a8")
         ax.set_title("label distribution")
         figures.append(("label distribution", fig))
+    if "sources" in summary:
+        names = list(summary["sources"])
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 2), 3.2))
+        width = 0.27
+        for k, metric in enumerate(("Coverage", "Overlaps", "Conflicts")):
+            values = [summary["sources"][n].get(metric) or 0.0 for n in names]
+            ax.bar(np.arange(len(names)) + (k - 1) * width, values, width, label=metric.lower())
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.set_title("per-source coverage, overlaps, conflicts")
+        figures.append(("sources", fig))
+    if "gold" in summary:
+        confusion = summary["gold"]["confusion"]
+        matrix = np.array(confusion["matrix"])
+        fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(matrix), 1.2 + 0.6 * len(matrix)))
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(matrix)), confusion["classes"], fontsize=7)
+        ax.set_yticks(range(len(matrix)), confusion["classes"], fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title("confusion matrix")
+        figures.append(("confusion matrix", fig))
     if "agreement" in summary:
         names = summary["agreement"]["sources"]
         matrix = np.array([[np.nan if v is None else v for v in row] for row in summary["agreement"]["matrix"]])

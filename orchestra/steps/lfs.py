@@ -162,6 +162,29 @@ class LabelingFunctions(Step):
         columns = self.adds(list(batch.columns), context.task)
         return pd.DataFrame(L.astype("int64"), columns=columns, index=batch.index)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle (for Ray actors) with the LF module's source, so a worker needs no copy of the file."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_module", "_lfs")}
+        source = getattr(self._module, "__file__", None)
+        state["_module_name"] = self._module.__name__
+        state["_module_file"] = source
+        state["_module_source"] = Path(source).read_text(encoding="utf-8") if source else None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        name, file, source = state.pop("_module_name"), state.pop("_module_file"), state.pop("_module_source")
+        self.__dict__.update(state)
+        module = sys.modules.get(name)
+        if module is None and source is not None:
+            module = ModuleType(name)
+            module.__file__ = file
+            sys.modules[name] = module
+            exec(compile(source, file or name, "exec"), module.__dict__)  # noqa: S102 - the user's own LF module
+        elif module is None:
+            module = importlib.import_module(name)
+        self._module = module
+        self._lfs = find_lfs(module, self.names)
+
     def fingerprint_extra(self) -> dict[str, Any]:
         source = getattr(self._module, "__file__", None)
         digest = hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else None

@@ -115,7 +115,8 @@ class PromptStep(Step):
     batch_size
         Prompts per engine call.
     demos
-        Few-shot demonstrations: ``{path: file, k: 3, label: column, separator: "\\n\\n"}``. The first ``k``
+        Few-shot demonstrations: ``{path: file, k: 3, label: column, separator: "\\n\\n"}`` (in YAML, ``label``
+        defaults to the data's ``gold`` column). The first ``k``
         records of the file are rendered with the template and followed by ``choice_prefix`` and the first
         verbalizer word of their label (a label name or class index), ahead of every prompt.
     """

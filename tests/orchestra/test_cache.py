@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.cache import CachedEngine, ResponseCache, request_key
+from engine.cache import KEY_VERSION, CachedEngine, ResponseCache, request_key
 from engine.errors import EngineError
 
 
@@ -116,3 +116,59 @@ def test_the_file_is_sqlite_in_wal_mode_and_a_corrupt_file_is_reported(tmp_path)
     bad.write_bytes(b"not a database" * 100)
     with pytest.raises(EngineError, match="delete it"):
         ResponseCache(bad)
+
+
+def test_keys_are_the_engines_prompt_tokens(llm, tmp_path):
+    """With the real engine, text and the same token ids are one request; different tokens are another."""
+    cached = CachedEngine(llm, tmp_path / "c.sqlite", backend="local", model="smollm2-135m")
+    prompt = "Review: boils fast and looks great\nSentiment:"
+    ids = llm.tokenizer.encode(prompt)
+    assert cached.key_prompt(prompt) == ids
+    first = cached.score([prompt], [[" positive", " negative"]])
+    assert cached.stats()["calls"] == 1
+    assert cached.stats()["tokens"] == len(ids) + sum(s.num_tokens for s in first[0]), "prompt + choice tokens"
+    by_ids = cached.score([ids], [[" positive", " negative"]])
+    assert cached.stats()["calls"] == 1 and cached.hits == 1, "token ids hit the entry the text made"
+    assert [s.logprob for s in by_ids[0]] == [s.logprob for s in first[0]]
+    cached.score([prompt + " "], [[" positive", " negative"]])
+    assert cached.stats()["calls"] == 2, "other tokens are another request"
+
+
+def test_a_cache_with_text_keys_is_emptied_and_a_newer_one_refused(tmp_path):
+    old = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO responses VALUES ('abc', 'score', '[[-1.0, -1.0, 1]]')")
+    conn.commit()
+    conn.close()
+    cache = ResponseCache(old)
+    assert len(cache) == 0, "version-1 entries (prompt text keys) are dropped, never mixed with token keys"
+    version = sqlite3.connect(old).execute("SELECT value FROM meta WHERE name = 'key_version'").fetchone()[0]
+    assert version == str(KEY_VERSION) == "2"
+    cache.put_many("score", [("k", [[-1.0, -1.0, 1]])])
+    cache.close()
+    assert len(ResponseCache(old)) == 1, "a current cache keeps its entries when reopened"
+    conn = sqlite3.connect(old)
+    conn.execute("UPDATE meta SET value = '99' WHERE name = 'key_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(EngineError, match="key version 99, newer"):
+        ResponseCache(old)
+
+
+def test_several_processes_share_one_cache_file(tmp_path):
+    """Writers in other processes wait on the lock (busy timeout) instead of failing."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.sqlite"
+    ResponseCache(path).close()
+    code = ("import sys; from engine.cache import ResponseCache; c = ResponseCache(sys.argv[1]); "
+            "[c.put_many('score', [(f'{sys.argv[2]}-{i}', [i])]) for i in range(200)]")
+    from .conftest import ROOT, cli_env
+
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)], cwd=ROOT, env=cli_env(),
+                              stderr=subprocess.PIPE) for n in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert len(ResponseCache(path)) == 600

@@ -181,3 +181,14 @@ def test_a_user_step_from_a_plugin_runs_from_yaml(cli, pipeline_yaml):
     (project / "my_steps.py").write_text(USER_STEP.replace("str.len()", "str.len() + 1"))
     changed = cli("run", str(pipeline_yaml))
     assert changed.returncode == 2 and "plugins_sha256" in changed.stderr
+
+
+def test_a_missing_model_is_bad_input_found_before_anything_is_written(cli, tmp_path):
+    project = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, project, ignore=shutil.ignore_patterns("out", "__pycache__"))
+    before = files_under(project)
+    done = cli("run", str(project / "demo.yaml"), "--set", "engine.model=models/missing.gguf")
+    assert done.returncode == 2, done.stderr
+    assert f"engine.model: unknown model '{project / 'models' / 'missing.gguf'}'" in done.stderr, \
+        "a relative model path resolves against the YAML's folder"
+    assert files_under(project) == before

@@ -101,3 +101,30 @@ def test_the_legalbench_example_validates_against_the_real_data(shared_data):
     prepared = prepare(EXAMPLES / "hearsay.yaml")
     assert len(prepared.frame) > 0 and prepared.config.data.gold == "answer"
     assert prepared.pipeline.steps[0].demo_prefix(prepared.task).count("\nAnswer: ") == 3
+
+
+ISSUE_YAML = (
+    "name: hearsay\n"
+    "engine: {backend: local, model: smollm2-135m}\n"
+    "data: {path: ../shared/data/legalbench/hearsay/test.tsv, id: index, gold: answer}\n"
+    'task: {labels: ["No", "Yes"], input: "{text}"}\n'
+    "steps:\n"
+    '  - prompt: {template: "Is this hearsay? {text}\\nAnswer:", '
+    "demos: {path: ../shared/data/legalbench/hearsay/train.tsv, k: 3}}\n"
+    "  - label_model: {method: auto}\n"
+    "output: {path: out/hearsay.parquet, report: out/hearsay.html}\n"
+)
+
+
+def test_the_issues_example_yaml_validates_verbatim(shared_data, tmp_path):
+    """The YAML of issue 5, unchanged, in a folder beside ../shared (demo answers come from the gold column)."""
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "hearsay.yaml").write_text(ISSUE_YAML)
+    assert check(folder / "hearsay.yaml") == []
+    prepared = prepare(folder / "hearsay.yaml")
+    step = prepared.pipeline.steps[0]
+    assert step.demos["label"] == "answer"
+    prefix = step.demo_prefix(prepared.task)
+    assert prefix.count("\nAnswer: ") == 3 and prefix.startswith("Is this hearsay? ")
