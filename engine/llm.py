@@ -147,8 +147,8 @@ class LLM:
                 seqs.append(seq)
             groups.append(seqs)
         for seqs in groups:
-            for seq in seqs:
-                self.engine.add(seq)
+            seqs[0].siblings = seqs[1:]
+            self.engine.add(seqs[0])
         self._run()
         outputs = []
         for prompt, ids, seqs in zip(prompt_list, token_lists, groups, strict=False):
