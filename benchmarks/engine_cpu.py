@@ -6,6 +6,7 @@ speed ratio, peak RSS and our prefix-cache hit rate.
 
     python benchmarks/engine_cpu.py            # full sizes
     python benchmarks/engine_cpu.py --quick    # smaller sizes, same shapes
+    python benchmarks/engine_cpu.py --only sampling,greedy   # a subset of the workloads
 """
 
 import argparse
@@ -95,6 +96,13 @@ def hf_generate(model, prompts: list[list[int]], batch_size: int, **kwargs) -> i
     return total
 
 
+def hit_rate(before: dict, after: dict) -> float:
+    """Share of the prompt tokens seen between two ``LLM.stats()`` that the prefix cache (or a shared n > 1
+    prompt) served."""
+    cached = after["cached_tokens"] - before["cached_tokens"]
+    return cached / max(1, cached + after["prefill_tokens"] - before["prefill_tokens"])
+
+
 def line(name: str, ours_tps: float, peer_tps: float, target: float, extra: str = "") -> str:
     ratio = ours_tps / peer_tps
     ok = "meets" if ratio >= target else "below"
@@ -109,7 +117,15 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="128 scoring prompts, 8x8 samples, 16 greedy prompts"
     )
+    ap.add_argument(
+        "--only",
+        default="scoring,sampling,greedy",
+        help="comma-separated workloads to run (scoring, sampling, greedy); default all",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    if not only or only - {"scoring", "sampling", "greedy"}:
+        ap.error(f"--only takes scoring, sampling, greedy; got {args.only!r}")
     n_score, n_sample, n_greedy = (128, 8, 16) if args.quick else (512, 32, 64)
     rng = random.Random(0)
     torch.manual_seed(0)
@@ -117,6 +133,7 @@ def main() -> None:
         f"# engine_cpu  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
         f"{platform.processor() or platform.machine()}"
         f"  torch threads {torch.get_num_threads()}  cores {os.cpu_count()}  quick={args.quick}"
+        f"  workloads {','.join(w for w in ('scoring', 'sampling', 'greedy') if w in only)}"
     )
 
     t = time.perf_counter()
@@ -142,87 +159,97 @@ def main() -> None:
     )
 
     llm.generate(gen_prompts[:2], SamplingParams(temperature=0, max_tokens=4))
-    s0 = llm.stats()
-    t = time.perf_counter()
-    ours_scores = llm.score(score_prompts, score_choices)
-    ours_score_s = time.perf_counter() - t
-    print(f"ours: score {ours_score_s:.1f}s", flush=True)
-    s1 = llm.stats()
-    hit = (s1["cached_tokens"] - s0["cached_tokens"]) / max(
-        1, s1["cached_tokens"] - s0["cached_tokens"] + s1["prefill_tokens"] - s0["prefill_tokens"]
-    )
-    t = time.perf_counter()
-    ours_samples = llm.generate(
-        gen_prompts[:n_sample], SamplingParams(n=8, temperature=0.8, max_tokens=64, ignore_eos=True, seed=0)
-    )
-    ours_sample_s = time.perf_counter() - t
-    print(f"ours: sample {ours_sample_s:.1f}s", flush=True)
-    sample_tokens = sum(len(o.token_ids) for r in ours_samples for o in r.outputs)
-    t = time.perf_counter()
-    ours_greedy = llm.generate(
-        gen_prompts[:n_greedy], SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)
-    )
-    ours_greedy_s = time.perf_counter() - t
-    greedy_tokens = sum(len(r.outputs[0].token_ids) for r in ours_greedy)
-    ours_rss = peak_rss_mb()
-    print(
-        f"ours: score {ours_score_s:.1f}s, sample {ours_sample_s:.1f}s, greedy {ours_greedy_s:.1f}s, "
-        f"peak RSS {ours_rss:.0f} MB, scoring prefix-cache hit rate {hit:.1%}, stats {llm.stats()}"
-    )
+    ours: dict[str, float] = {}
+    if "scoring" in only:
+        s0 = llm.stats()
+        t = time.perf_counter()
+        ours_scores = llm.score(score_prompts, score_choices)
+        ours["scoring"] = time.perf_counter() - t
+        score_hit = hit_rate(s0, llm.stats())
+        print(f"ours: score {ours['scoring']:.1f}s, prefix-cache hit rate {score_hit:.1%}", flush=True)
+    if "sampling" in only:
+        s0 = llm.stats()
+        t = time.perf_counter()
+        ours_samples = llm.generate(
+            gen_prompts[:n_sample], SamplingParams(n=8, temperature=0.8, max_tokens=64, ignore_eos=True, seed=0)
+        )
+        ours["sampling"] = time.perf_counter() - t
+        sample_tokens = sum(len(o.token_ids) for r in ours_samples for o in r.outputs)
+        print(
+            f"ours: sample {ours['sampling']:.1f}s, prompt tokens served from shared blocks "
+            f"{hit_rate(s0, llm.stats()):.1%}",
+            flush=True,
+        )
+    if "greedy" in only:
+        t = time.perf_counter()
+        ours_greedy = llm.generate(
+            gen_prompts[:n_greedy], SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)
+        )
+        ours["greedy"] = time.perf_counter() - t
+        greedy_tokens = sum(len(r.outputs[0].token_ids) for r in ours_greedy)
+        print(f"ours: greedy {ours['greedy']:.1f}s", flush=True)
+    print(f"ours: peak RSS {peak_rss_mb():.0f} MB, stats {llm.stats()}")
     del llm
 
     t = time.perf_counter()
     model = hf_model(resolve_model_path("smollm2-135m"))
     print(f"transformers: model load {time.perf_counter() - t:.1f}s")
-    t = time.perf_counter()
-    peer_scores = hf_score(model, list(zip(prompt_ids, choice_ids, strict=False)), batch_size=32)
-    peer_score_s = time.perf_counter() - t
-    print(f"transformers: score {peer_score_s:.1f}s", flush=True)
-    same = sum(
-        max(range(len(p)), key=p.__getitem__) == o.best
-        for p, o in zip(peer_scores, ours_scores, strict=False)
-    )
-    max_diff = max(
-        abs(a - c.logprob)
-        for p, o in zip(peer_scores, ours_scores, strict=False)
-        for a, c in zip(p, o.choices, strict=False)
-    )
-    gen_ids = [tok.encode(p) for p in gen_prompts]
-    t = time.perf_counter()
-    peer_sample_tokens = hf_generate(
-        model,
-        gen_ids[:n_sample],
-        32,
-        do_sample=True,
-        temperature=0.8,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=64,
-        min_new_tokens=64,
-        num_return_sequences=8,
-    )
-    peer_sample_s = time.perf_counter() - t
-    print(f"transformers: sample {peer_sample_s:.1f}s", flush=True)
-    t = time.perf_counter()
-    peer_greedy_tokens = hf_generate(
-        model, gen_ids[:n_greedy], 64, do_sample=False, max_new_tokens=128, min_new_tokens=128
-    )
-    peer_greedy_s = time.perf_counter() - t
-    print(
-        f"transformers: score {peer_score_s:.1f}s, sample {peer_sample_s:.1f}s, greedy {peer_greedy_s:.1f}s, "
-        f"peak RSS (whole process) {peak_rss_mb():.0f} MB"
-    )
-    print(
-        line(
-            "scoring",
-            score_tokens / ours_score_s,
-            score_tokens / peer_score_s,
-            5,
-            f"; argmax identical {same}/{n_score}, max |logprob diff| {max_diff:.2e}",
+    peer: dict[str, float] = {}
+    results = []
+    if "scoring" in only:
+        t = time.perf_counter()
+        peer_scores = hf_score(model, list(zip(prompt_ids, choice_ids, strict=False)), batch_size=32)
+        peer["scoring"] = time.perf_counter() - t
+        print(f"transformers: score {peer['scoring']:.1f}s", flush=True)
+        same = sum(
+            max(range(len(p)), key=p.__getitem__) == o.best
+            for p, o in zip(peer_scores, ours_scores, strict=False)
         )
-    )
-    print(line("sampling", sample_tokens / ours_sample_s, peer_sample_tokens / peer_sample_s, 3))
-    print(line("greedy", greedy_tokens / ours_greedy_s, peer_greedy_tokens / peer_greedy_s, 2))
+        max_diff = max(
+            abs(a - c.logprob)
+            for p, o in zip(peer_scores, ours_scores, strict=False)
+            for a, c in zip(p, o.choices, strict=False)
+        )
+        results.append(
+            line(
+                "scoring",
+                score_tokens / ours["scoring"],
+                score_tokens / peer["scoring"],
+                5,
+                f"; argmax identical {same}/{n_score}, max |logprob diff| {max_diff:.2e}",
+            )
+        )
+    gen_ids = [tok.encode(p) for p in gen_prompts]
+    if "sampling" in only:
+        t = time.perf_counter()
+        peer_sample_tokens = hf_generate(
+            model,
+            gen_ids[:n_sample],
+            32,
+            do_sample=True,
+            temperature=0.8,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=64,
+            min_new_tokens=64,
+            num_return_sequences=8,
+        )
+        peer["sampling"] = time.perf_counter() - t
+        print(f"transformers: sample {peer['sampling']:.1f}s", flush=True)
+        results.append(
+            line("sampling", sample_tokens / ours["sampling"], peer_sample_tokens / peer["sampling"], 3)
+        )
+    if "greedy" in only:
+        t = time.perf_counter()
+        peer_greedy_tokens = hf_generate(
+            model, gen_ids[:n_greedy], 64, do_sample=False, max_new_tokens=128, min_new_tokens=128
+        )
+        peer["greedy"] = time.perf_counter() - t
+        print(f"transformers: greedy {peer['greedy']:.1f}s", flush=True)
+        results.append(line("greedy", greedy_tokens / ours["greedy"], peer_greedy_tokens / peer["greedy"], 2))
+    print(f"transformers: peak RSS (whole process) {peak_rss_mb():.0f} MB")
+    for r in results:
+        print(r)
 
 
 if __name__ == "__main__":

@@ -104,27 +104,29 @@ class BlockManager:
         self.num_hit_tokens += cached
         self.num_lookup_tokens += len(seq)
 
-    def can_fork(self, parent: Sequence, child: Sequence) -> bool:
-        shared = len(parent) // self.block_size
+    def can_fork(self, parent: Sequence, child: Sequence, num_tokens: int | None = None) -> bool:
+        shared = (len(parent) if num_tokens is None else num_tokens) // self.block_size
         return self.blocks_needed(len(child)) - shared <= len(self.free)
 
-    def fork(self, parent: Sequence, child: Sequence) -> list[tuple[int, int]]:
-        """Share the computed ``parent``'s full blocks with ``child`` (whose tokens extend the parent's) and
-        copy its partial last block; returns the (src, dst) block copies the runner must do first."""
-        shared = len(parent) // self.block_size
+    def fork(self, parent: Sequence, child: Sequence, num_tokens: int | None = None) -> list[tuple[int, int]]:
+        """Share the first ``num_tokens`` (default: all) computed tokens of ``parent`` with ``child``, whose
+        tokens extend them: full blocks are shared, a partial last block is copied; returns the (src, dst)
+        block copies the runner must do first."""
+        n = len(parent) if num_tokens is None else num_tokens
+        shared = n // self.block_size
         copies = []
         for block_id in parent.block_table[:shared]:
             self.blocks[block_id].ref_count += 1
             child.block_table.append(block_id)
-        if len(parent) % self.block_size:
+        if n % self.block_size:
             block = self._take_free()
             copies.append((parent.block_table[shared], block.block_id))
             child.block_table.append(block.block_id)
         while len(child.block_table) < self.blocks_needed(len(child)):
             child.block_table.append(self._take_free().block_id)
-        child.num_cached_tokens = len(parent)
-        child.num_prefix_hit_tokens = len(parent)
-        self.num_hit_tokens += len(parent)
+        child.num_cached_tokens = n
+        child.num_prefix_hit_tokens = n
+        self.num_hit_tokens += n
         self.num_lookup_tokens += len(child)
         return copies
 

@@ -82,19 +82,34 @@ class LLMEngine:
         hidden, spans = self.runner.run(batch)
         seqs = batch.decode + batch.prefill
         gen = [i for i, s in enumerate(seqs) if s.kind == SeqKind.GENERATE]
+        forks: list[tuple[Sequence, Sequence]] = []
         if gen:
-            rows = torch.tensor([spans[i][1] - 1 for i in gen], device=hidden.device)
-            logits = self.runner.logits(hidden[rows])
+            rows = [spans[i][1] - 1 for i in gen]
+            logits = self.runner.logits(hidden[torch.tensor(rows, device=hidden.device)])
             gen_seqs = [seqs[i] for i in gen]
-            tokens, chosen, lse = self.sampler(
+            # The siblings of a just-prefilled n > 1 request draw their first token from its logits row.
+            expand = list(range(len(gen)))
+            for j, i in enumerate(gen):
+                seq = seqs[i]
+                if seq.siblings and i >= len(batch.decode):
+                    forks.extend((seq, sib) for sib in seq.siblings)
+                    gen_seqs.extend(seq.siblings)
+                    expand.extend([j] * len(seq.siblings))
+                    seq.siblings = []
+            if forks:
+                logits = logits[torch.tensor(expand, device=logits.device)]
+            tokens, token_logprobs, log_norm = self.sampler(
                 logits,
                 [s.params for s in gen_seqs],
                 [s.sample_seed for s in gen_seqs],
                 [len(s) - s.num_prompt_tokens for s in gen_seqs],
             )
             for j, seq in enumerate(gen_seqs):
-                top = logits[j] - lse[j] if seq.params.logprobs else None
-                self._append_token(seq, tokens[j], chosen[j], top)
+                top = None
+                if seq.params.logprobs:
+                    top = (logits[j] - log_norm[j]).topk(seq.params.logprobs)
+                self._append_token(seq, tokens[j], token_logprobs[j], top)
+        parents = {id(parent) for parent, _ in forks}
         scored = [(seqs[i], spans[i]) for i, s in enumerate(seqs) if s.kind == SeqKind.SCORE]
         if scored:
             self._score(hidden, scored)
@@ -106,9 +121,19 @@ class LLMEngine:
                 seq.result = hidden[start_row:end_row].float().mean(0)
                 self._finish(seq)
             elif seq.is_finished:
-                self._finish(seq)
+                if id(seq) not in parents:
+                    self._finish(seq)
             elif i >= len(batch.decode):
                 self.scheduler.finish_prefill(seq)
+        for parent, sib in forks:
+            if sib.is_finished:
+                self._finish(sib)
+            elif self.scheduler.fork_sibling(parent, sib):
+                self.stats.cached_tokens += sib.num_prompt_tokens
+        for parent, _ in forks:
+            if parent.is_finished and id(parent) in parents:
+                parents.discard(id(parent))
+                self._finish(parent)
         self.stats.steps += 1
         self.stats.wall_time_s += time.perf_counter() - start
 
@@ -140,17 +165,15 @@ class LLMEngine:
         for child in self.children.pop(seq.seq_id, []):
             self.scheduler.add(child, front=True)
 
-    def _append_token(
-        self, seq: Sequence, token: int, token_logprob: float, logprobs: torch.Tensor | None
-    ) -> None:
+    def _append_token(self, seq: Sequence, token: int, logprob: float, top=None) -> None:
+        """Append ``token`` (log-prob ``logprob``; ``top``: the step's top-k log-probs when asked for)."""
         params = seq.params
         seq.token_ids.append(token)
         self.stats.generated_tokens += 1
-        seq.cumulative_logprob += token_logprob
+        seq.cumulative_logprob += logprob
         if params.logprobs is not None:
-            entry = {token: token_logprob}
-            if params.logprobs and logprobs is not None:
-                top = logprobs.topk(params.logprobs)
+            entry = {token: logprob}
+            if top is not None:
                 entry.update(zip(top.indices.tolist(), top.values.tolist(), strict=False))
             seq.logprobs.append(entry)
         num_out = len(seq) - seq.num_prompt_tokens

@@ -40,20 +40,27 @@ def uniform_draws(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 
 class Sampler:
     """Greedy rows take the argmax; sampled rows apply temperature, top-k, top-p and min-p, then invert the CDF at
-    the sequence's draw for this step."""
+    the sequence's draw for this step.
+
+    The vocabulary-wide work is a few passes over the logits: one max (which is also the greedy argmax), the
+    log-normalizer of the raw distribution, and for sampled rows exp and cumsum of the tempered logits; the full
+    log-softmax is never materialized (``logits[i] - log_norm[i]`` is row i's, for the rows that ask for top-k
+    log-probs)."""
 
     def __call__(
         self, logits: torch.Tensor, params: list[SamplingParams], seeds: list[int | None], steps: list[int]
     ) -> tuple[list[int], list[float], torch.Tensor]:
-        """Next token of each row and its log-prob (host lists, one device sync), and the rows' log-normalizers
-        (``logits - lse`` are the log-probs; read only by requests that ask for top logprobs)."""
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        tokens = logits.argmax(dim=-1)
+        """Each row's token and the token's log-prob under the raw (untempered) distribution, as host lists (one
+        device sync), and each row's log-normalizer ``logsumexp(logits[i])``."""
+        maxes, tokens = logits.max(dim=-1)
+        shifted = logits - maxes[:, None]
+        log_norm = shifted.exp().sum(dim=-1).log_().add_(maxes)
         rows = [i for i, p in enumerate(params) if not p.greedy]
         if rows:
             dev = logits.device
-            idx = torch.tensor(rows, device=dev)
-            sub = logits[idx]
+            every = len(rows) == len(params)
+            idx = None if every else torch.tensor(rows, device=dev)
+            sub = shifted if every else shifted[idx]
             temps = torch.tensor([params[i].temperature for i in rows], dtype=sub.dtype, device=dev)
             sub = sub / temps[:, None]
             top_k = [params[i].top_k for i in rows]
@@ -63,15 +70,17 @@ class Sampler:
                     1, (k_t - 1).clamp(max=sub.shape[1] - 1)[:, None]
                 )
                 sub = sub.masked_fill(sub < kth, float("-inf"))
-            probs = torch.softmax(sub, dim=-1)
+            # Unnormalized probabilities: each row's largest is exp(0) = 1.
+            probs = sub.exp_()
             top_p = [params[i].top_p for i in rows]
             if any(p < 1 for p in top_p):
+                probs = probs / probs.sum(dim=-1, keepdim=True)
                 top_p_t = torch.tensor(top_p, dtype=probs.dtype, device=dev)
                 sorted_p, order = probs.sort(dim=-1, descending=True)
                 drop = (sorted_p.cumsum(-1) - sorted_p) > top_p_t[:, None]
                 probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
             min_p = [params[i].min_p for i in rows]
-            if any(m > 0 for m in min_p):
+            if any(p > 0 for p in min_p):
                 min_p_t = torch.tensor(min_p, dtype=probs.dtype, device=dev)
                 thresh = probs.max(dim=-1, keepdim=True).values * min_p_t[:, None]
                 probs = probs.masked_fill(probs < thresh, 0.0)
@@ -82,7 +91,10 @@ class Sampler:
             )
             target = (draws.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
             picked = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
-            tokens[idx] = picked
-        chosen = (logits.gather(1, tokens[:, None]) - lse).squeeze(1)
-        both = torch.stack([tokens.to(torch.float64), chosen.to(torch.float64)]).tolist()
-        return [int(t) for t in both[0]], both[1], lse
+            if every:
+                tokens = picked
+            else:
+                tokens[idx] = picked
+        token_logprobs = logits.gather(1, tokens[:, None]).squeeze(1) - log_norm
+        both = torch.stack([tokens.to(torch.float64), token_logprobs.to(torch.float64)]).tolist()
+        return [int(t) for t in both[0]], both[1], log_norm

@@ -33,6 +33,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.pending_copies: list[tuple[int, int]] = []
 
     def add(self, seq: Sequence, front: bool = False) -> None:
         seq.status = SeqStatus.WAITING
@@ -99,7 +100,8 @@ class Scheduler:
     def schedule(self) -> Batch:
         """Decode every running sequence (preempting the newest when blocks run out), then admit waiting
         sequences while the token budget, the sequence cap and the free blocks allow."""
-        batch = Batch()
+        batch = Batch(copies=self.pending_copies)
+        self.pending_copies = []
         self._schedule_decode(batch)
         budget = self.config.max_num_batched_tokens - len(batch.decode)
         while self.waiting and len(batch.decode) + len(batch.prefill) < self.config.max_num_seqs:
@@ -125,6 +127,21 @@ class Scheduler:
         """After its prefill a generating sequence decodes from the next step on."""
         if seq.kind == SeqKind.GENERATE and not seq.is_finished:
             self.running.append(seq)
+
+    def fork_sibling(self, parent: Sequence, sibling: Sequence) -> bool:
+        """Start ``sibling`` (the prompt of ``parent``, just prefilled, plus its own first token) decoding on
+        the parent's prompt blocks; True if it did. Without room (sequence cap or free blocks) it waits and is
+        prefilled later, like a preempted sequence."""
+        bm = self.block_manager
+        prompt = sibling.num_prompt_tokens
+        if len(self.running) < self.config.max_num_seqs and bm.can_fork(parent, sibling, prompt):
+            self.pending_copies.extend(bm.fork(parent, sibling, prompt))
+            sibling.status = SeqStatus.RUNNING
+            self.running.append(sibling)
+            return True
+        sibling.logits_from = len(sibling) - 1
+        self.add(sibling, front=True)
+        return False
 
     def finish(self, seq: Sequence) -> None:
         seq.status = SeqStatus.FINISHED

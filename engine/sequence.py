@@ -24,6 +24,8 @@ class Sequence:
 
     ``logits_from`` is the first position whose output row is needed; cache hits never reach past it, so
     every position from ``logits_from`` on is computed (and its hidden state returned) by the prefill.
+    ``siblings`` are the other samples of an ``n > 1`` request: they are not prefilled; once this sequence's
+    prompt is computed each draws its first token from the same logits and forks the prompt's KV blocks.
     """
 
     seq_id: int
@@ -35,6 +37,7 @@ class Sequence:
     sample_seed: int | None = None
     parent: "Sequence | None" = None
     pending_children: int = 0
+    siblings: list["Sequence"] = field(default_factory=list)
     status: SeqStatus = SeqStatus.WAITING
     block_table: list[int] = field(default_factory=list)
     table_cache: tuple | None = None  # (block_table list, its tensor), kept by the model runner

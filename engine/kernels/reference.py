@@ -3,11 +3,13 @@
 Cache layout (per layer): ``k_cache``/``v_cache`` shaped ``[num_blocks, block_size, num_kv_heads, head_dim]``.
 A token's slot is ``block_id * block_size + offset``; ``block_tables[i]`` lists sequence i's blocks (padded
 with -1), ``context_lens[i]`` is its total length including the new tokens. Both attention ops gather each
-sequence's context through its block table into one padded batch and run batched matmuls (few, large ops are
-what a CPU does well).
+sequence's context through its block table into one padded batch (one ``index_select`` of whole blocks) and run
+torch's ``scaled_dot_product_attention`` on it, GQA included without repeating K/V (few, large ops are what a CPU
+does well).
 """
 
 import torch
+import torch.nn.functional as F
 
 
 def store_kv(
@@ -24,20 +26,22 @@ def store_kv(
 
 
 def _gather_context(cache: torch.Tensor, block_tables: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Each sequence's first ``max_len`` cached tokens as ``[num_seqs, num_kv_heads, max_len, head_dim]``."""
-    block_size = cache.shape[1]
+    """Each sequence's cached tokens as ``[num_seqs, num_kv_heads, L, head_dim]``, ``L >= max_len`` rounded up
+    to whole blocks (positions past a sequence's length hold junk the caller masks). One ``index_select`` copies
+    whole blocks; the result is a transposed view of that copy, which SDPA reads without another copy."""
+    num_seqs = block_tables.shape[0]
+    _, block_size, h, d = cache.shape
     n_blocks = (max_len + block_size - 1) // block_size
-    table = block_tables[:, :n_blocks].clamp(min=0)
-    return cache[table].flatten(1, 2)[:, :max_len].transpose(1, 2)
+    table = block_tables[:, :n_blocks].clamp(min=0).reshape(-1)
+    return cache.index_select(0, table).view(num_seqs, n_blocks * block_size, h, d).transpose(1, 2)
 
 
-def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """Softmax attention of ``q`` ``[B, kvh, R, D]`` over ``k``/``v`` ``[B, kvh, L, D]`` where ``allowed``."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
-    scores.masked_fill_(~allowed, float("-inf"))
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scale: float) -> torch.Tensor:
+    """Softmax attention of ``q`` ``[B, heads, R, D]`` over ``k``/``v`` ``[B, kv_heads, L, D]`` where ``allowed``
+    (``[B, 1, R, L]``); query head i reads KV head ``i // (heads // kv_heads)``."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+    )
 
 
 def prefill_attention(
@@ -56,26 +60,22 @@ def prefill_attention(
     whose K/V (new tokens included) are already in the cache. Returns ``[num_tokens, num_heads, head_dim]``.
     """
     num_tokens, num_heads, head_dim = query.shape
-    num_kv_heads = k_cache.shape[2]
-    group = num_heads // num_kv_heads
     num_seqs = context_lens.shape[0]
+    dev = query.device
     q_lens = cu_seqlens_q[1:] - cu_seqlens_q[:-1]
     max_q, max_len = int(q_lens.max()), int(context_lens.max())
-    seq_of = torch.repeat_interleave(torch.arange(num_seqs), q_lens)
-    row_of = torch.arange(num_tokens) - cu_seqlens_q[:-1][seq_of]
+    seq_of = torch.repeat_interleave(torch.arange(num_seqs, device=dev), q_lens)
+    row_of = torch.arange(num_tokens, device=dev) - cu_seqlens_q[:-1][seq_of]
     flat = seq_of * max_q + row_of
     q = query.new_zeros(num_seqs * max_q, num_heads, head_dim).index_copy_(0, flat, query)
-    q = q.view(num_seqs, max_q, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
-    q = q.reshape(num_seqs, num_kv_heads, group * max_q, head_dim)
+    q = q.view(num_seqs, max_q, num_heads, head_dim).transpose(1, 2)
     k = _gather_context(k_cache, block_tables, max_len)
     v = _gather_context(v_cache, block_tables, max_len)
-    q_pos = (context_lens - q_lens)[:, None] + torch.arange(max_q)[None, :]
-    key_pos = torch.arange(max_len)
-    allowed = key_pos[None, None, :] <= q_pos[:, :, None]
-    allowed = allowed.repeat(1, group, 1).unsqueeze(1)
+    q_pos = (context_lens - q_lens)[:, None] + torch.arange(max_q, device=dev)[None, :]
+    key_pos = torch.arange(k.shape[2], device=dev)
+    allowed = (key_pos[None, None, :] <= q_pos[:, :, None]).unsqueeze(1)
     out = _attend(q, k, v, allowed, scale)
-    out = out.view(num_seqs, num_kv_heads, group, max_q, head_dim).permute(0, 3, 1, 2, 4)
-    return out.reshape(num_seqs * max_q, num_heads, head_dim)[flat]
+    return out.transpose(1, 2).reshape(num_seqs * max_q, num_heads, head_dim)[flat]
 
 
 def decode_attention(
@@ -92,10 +92,8 @@ def decode_attention(
     Returns ``[num_seqs, num_heads, head_dim]``.
     """
     num_seqs, num_heads, head_dim = query.shape
-    num_kv_heads = k_cache.shape[2]
-    max_len = int(context_lens.max())
-    k = _gather_context(k_cache, block_tables, max_len)
-    v = _gather_context(v_cache, block_tables, max_len)
-    q = query.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    allowed = (torch.arange(max_len)[None, :] < context_lens[:, None])[:, None, None, :]
-    return _attend(q, k, v, allowed, scale).reshape(num_seqs, num_heads, head_dim)
+    k = _gather_context(k_cache, block_tables, int(context_lens.max()))
+    v = _gather_context(v_cache, block_tables, int(context_lens.max()))
+    key_pos = torch.arange(k.shape[2], device=query.device)
+    allowed = (key_pos[None, :] < context_lens[:, None])[:, None, None, :]
+    return _attend(query.unsqueeze(2), k, v, allowed, scale).view(num_seqs, num_heads, head_dim)
