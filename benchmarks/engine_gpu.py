@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.engine_cpu import CHOICE_SETS, PREFIX, review  # noqa: E402
 from engine import LLM, SamplingParams  # noqa: E402
-from engine.loader import load_model_files  # noqa: E402
+from engine.loader import hf_config, load_model_files  # noqa: E402
 
 
 def hf_model_from(path: str, dtype: torch.dtype, device: str):
@@ -34,22 +34,7 @@ def hf_model_from(path: str, dtype: torch.dtype, device: str):
     import transformers
 
     loaded = load_model_files(path)
-    c = loaded.config
-    config = transformers.LlamaConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.hidden_size,
-        intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads,
-        num_key_value_heads=c.num_kv_heads,
-        head_dim=c.head_dim,
-        rms_norm_eps=c.rms_norm_eps,
-        rope_theta=c.rope_theta,
-        max_position_embeddings=c.max_position_embeddings,
-        tie_word_embeddings=c.tie_word_embeddings,
-        bos_token_id=c.bos_token_id,
-        eos_token_id=c.eos_token_ids[0] if c.eos_token_ids else None,
-    )
+    config = transformers.LlamaConfig(**hf_config(loaded.config))
     model = transformers.LlamaForCausalLM(config)
     model.load_state_dict(loaded.weights, strict=False)
     model.tie_weights()

@@ -9,7 +9,33 @@ import tempfile
 import torch
 from safetensors.torch import save_file
 
+from engine.config import ModelConfig
 from engine.loader.resolve import LoadedModel, load_model_files
+
+
+def hf_config(c: ModelConfig) -> dict:
+    """``c`` as the fields of a llama-type HF ``config.json`` (also ``transformers.LlamaConfig(**...)``'s)."""
+    eos = c.eos_token_ids[0] if len(c.eos_token_ids) == 1 else (c.eos_token_ids or None)
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": c.rope_scaling,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "attention_bias": c.attention_bias,
+        "hidden_act": "silu",
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": eos,
+    }
 
 
 def save_hf_folder(model: str | LoadedModel, path: str, dtype: torch.dtype = torch.bfloat16) -> str:
@@ -40,28 +66,7 @@ def save_hf_folder(model: str | LoadedModel, path: str, dtype: torch.dtype = tor
         if c.tie_word_embeddings:
             weights.pop("lm_head.weight", None)
         save_file(weights, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        eos = c.eos_token_ids[0] if len(c.eos_token_ids) == 1 else (c.eos_token_ids or None)
-        config = {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "vocab_size": c.vocab_size,
-            "hidden_size": c.hidden_size,
-            "intermediate_size": c.intermediate_size,
-            "num_hidden_layers": c.num_layers,
-            "num_attention_heads": c.num_heads,
-            "num_key_value_heads": c.num_kv_heads,
-            "head_dim": c.head_dim,
-            "rms_norm_eps": c.rms_norm_eps,
-            "rope_theta": c.rope_theta,
-            "rope_scaling": c.rope_scaling,
-            "max_position_embeddings": c.max_position_embeddings,
-            "tie_word_embeddings": c.tie_word_embeddings,
-            "attention_bias": c.attention_bias,
-            "hidden_act": "silu",
-            "bos_token_id": c.bos_token_id,
-            "eos_token_id": eos,
-            "torch_dtype": str(dtype).removeprefix("torch."),
-        }
+        config = {**hf_config(c), "torch_dtype": str(dtype).removeprefix("torch.")}
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
         tok = loaded.tokenizer
