@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from engine import LLM, EngineError, SamplingParams
 
@@ -160,3 +161,15 @@ def test_tight_token_budget_gives_the_same_scores(llm):
         for i, w in enumerate(["dull", "superb", "odd", "fine", "weak", "great", "messy"])
     ]
     np.testing.assert_allclose(score_table(tight, prompts), score_table(llm, prompts), atol=1e-3)
+
+
+@pytest.mark.parametrize(("device", "message"), [("banana", "unknown device"), ("meta", "not supported")])
+def test_unusable_device_names_the_choices(device, message):
+    with pytest.raises(EngineError, match=message):
+        LLM("smollm2-135m", device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where torch sees no GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(EngineError, match="no CUDA GPU"):
+        LLM("smollm2-135m", device="cuda")
