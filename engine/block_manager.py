@@ -145,6 +145,12 @@ class BlockManager:
     def can_append(self, seq: Sequence) -> bool:
         return self.blocks_needed(len(seq)) - len(seq.block_table) <= len(self.free)
 
+    def reserve(self, seq: Sequence, num_tokens: int) -> None:
+        """Give ``seq`` blocks for ``num_tokens`` tokens ahead of time (multi-step decoding); ``append`` later
+        registers them in the prefix cache as real tokens fill them."""
+        while len(seq.block_table) < self.blocks_needed(num_tokens):
+            seq.block_table.append(self._take_free().block_id)
+
     def append(self, seq: Sequence) -> None:
         """Make room for ``seq``'s newest token; register the block it fills in the prefix cache."""
         bs = self.block_size

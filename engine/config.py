@@ -34,3 +34,4 @@ class EngineConfig:
     block_size: int = 16
     num_blocks: int = 0
     enable_prefix_caching: bool = True
+    num_scheduler_steps: int = 1

@@ -58,6 +58,9 @@ class LLM:
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``dtype``
     ``"auto"`` is bfloat16 on CUDA and float32 on the CPU. On CUDA the attention ops are our Triton kernels and
     decode steps replay CUDA graphs (``cuda_graphs=False`` runs eagerly, for debugging).
+    ``num_scheduler_steps`` decode steps run back to back on the device before the host schedules again (vLLM's
+    multi-step scheduling; ``None``: 8 on CUDA, 1 on the CPU): outputs are identical, the host's per-token work
+    is paid once per several steps, and a finished sequence may compute up to that many steps it then drops.
     """
 
     def __init__(
@@ -73,8 +76,13 @@ class LLM:
         max_num_batched_tokens: int | None = None,
         enable_prefix_caching: bool = True,
         cuda_graphs: bool = True,
+        num_scheduler_steps: int | None = None,
     ) -> None:
         torch_device = resolve_device(device)
+        if num_scheduler_steps is None:
+            num_scheduler_steps = 8 if torch_device.type == "cuda" else 1
+        if not isinstance(num_scheduler_steps, int) or isinstance(num_scheduler_steps, bool) or num_scheduler_steps < 1:
+            raise EngineError(f"num_scheduler_steps must be an int >= 1, got {num_scheduler_steps!r}")
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
         else:
@@ -106,6 +114,7 @@ class LLM:
             block_size=block_size,
             num_blocks=num_blocks,
             enable_prefix_caching=enable_prefix_caching,
+            num_scheduler_steps=num_scheduler_steps,
         )
         self.device = torch_device
         self.engine = LLMEngine(loaded, self.config, torch_dtype, torch_device, cuda_graphs=cuda_graphs)
@@ -302,7 +311,8 @@ class LLM:
         return torch.stack([s.result for s in seqs]).cpu().numpy()
 
     def stats(self) -> dict:
-        """Tokens prefilled (computed), served from the prefix cache, generated; steps; engine wall time."""
+        """Tokens prefilled (computed), served from the prefix cache, generated; model steps and scheduler
+        rounds (fewer than steps when multi-step decoding runs several steps per round); engine wall time."""
         s = self.engine.stats
         seen = s.prefill_tokens + s.cached_tokens
         return {
@@ -311,6 +321,7 @@ class LLM:
             "prefix_cache_hit_rate": s.cached_tokens / seen if seen else 0.0,
             "generated_tokens": s.generated_tokens,
             "steps": s.steps,
+            "schedules": s.schedules,
             "preemptions": self.engine.scheduler.num_preemptions,
             "wall_time_s": s.wall_time_s,
         }

@@ -30,6 +30,7 @@ class EngineStats:
     cached_tokens: int = 0
     generated_tokens: int = 0
     steps: int = 0
+    schedules: int = 0
     wall_time_s: float = 0.0
 
 
@@ -76,6 +77,13 @@ class LLMEngine:
     def step(self) -> None:
         start = time.perf_counter()
         batch = self.scheduler.schedule()
+        self.stats.schedules += 1
+        num_steps = self._num_decode_steps(batch)
+        if num_steps > 1:
+            self._decode_steps(batch.decode, num_steps)
+            self.stats.steps += num_steps
+            self.stats.wall_time_s += time.perf_counter() - start
+            return
         for seq in batch.prefill:
             self.stats.prefill_tokens += seq.num_new_tokens
             self.stats.cached_tokens += seq.num_cached_tokens
@@ -136,6 +144,57 @@ class LLMEngine:
                 self._finish(parent)
         self.stats.steps += 1
         self.stats.wall_time_s += time.perf_counter() - start
+
+    def _remaining(self, seq: Sequence) -> int:
+        """Tokens ``seq`` may still generate before ``max_tokens`` or ``max_model_len`` stops it."""
+        out = len(seq) - seq.num_prompt_tokens
+        return max(1, min(seq.params.max_tokens - out, self.config.max_model_len - len(seq)))
+
+    def _num_decode_steps(self, batch) -> int:
+        """How many steps to decode ``batch`` before returning to the scheduler: ``num_scheduler_steps`` for a
+        pure decode batch of generating sequences that need no top-k log-probs, while nothing waiting could join
+        it, and while the free blocks cover every sequence's next steps; else 1. The blocks are reserved here."""
+        steps = self.config.num_scheduler_steps
+        seqs = batch.decode
+        if steps <= 1 or not seqs or batch.prefill or batch.copies:
+            return 1
+        if self.scheduler.waiting and len(seqs) < self.config.max_num_seqs:
+            return 1
+        if any(s.kind != SeqKind.GENERATE or s.params.logprobs for s in seqs):
+            return 1
+        remaining = [self._remaining(s) for s in seqs]
+        steps = min(steps, max(remaining))
+        bm = self.block_manager
+        wanted = [len(s) + min(steps, r) - 1 for s, r in zip(seqs, remaining, strict=True)]
+        needed = sum(bm.blocks_needed(w) - len(s.block_table) for s, w in zip(seqs, wanted, strict=True))
+        if steps <= 1 or needed > bm.num_free_blocks:
+            return 1
+        for seq, w in zip(seqs, wanted, strict=True):
+            bm.reserve(seq, w)
+        return steps
+
+    def _decode_steps(self, seqs: list[Sequence], num_steps: int) -> None:
+        """Run ``num_steps`` decode steps on the device, then append each sequence's tokens up to where it stops
+        (tokens decoded past a stop are dropped; their KV lies in blocks no cached prefix can reach)."""
+        remaining = [self._remaining(s) for s in seqs]
+        params = [s.params for s in seqs]
+        dev = self.device
+        batch = self.sampler.prepare(params, [s.sample_seed for s in seqs], dev, torch.float32)
+        first = torch.tensor([len(seqs[i]) - seqs[i].num_prompt_tokens for i in batch.rows], device=dev)
+
+        def next_tokens(logits: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            tokens, logprobs, _ = self.sampler.sample(logits, batch, first + step)
+            return tokens, logprobs
+
+        rows = self.runner.decode_steps(seqs, remaining, num_steps, next_tokens)
+        for i, seq in enumerate(seqs):
+            for step in range(min(num_steps, remaining[i])):
+                if step:
+                    self.block_manager.append(seq)
+                self._append_token(seq, int(rows[2 * step][i]), rows[2 * step + 1][i])
+                if seq.is_finished:
+                    self._finish(seq)
+                    break
 
     def _score(self, hidden: torch.Tensor, scored: list[tuple[Sequence, tuple[int, int]]]) -> None:
         """Log-prob of each score target: a row per target (a choice continuation) or, for a prompt, every

@@ -3,10 +3,13 @@
 On CUDA, decode-only steps replay a CUDA graph captured for the next batch size up (1, 2, 4, 8, then
 multiples of 16), with padded rows writing nowhere (slot -1) and attending to nothing (length 0): a 135M
 model's decode step is ~30 layers x ~10 small kernels, so launch overhead, not math, is what graphs remove.
+``decode_steps`` runs several decode steps in a row without returning to the host: each step's sampled tokens
+feed the next on the device, so the host prepares a batch and reads its tokens once per several steps.
 """
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -14,6 +17,7 @@ from engine.config import EngineConfig, ModelConfig
 from engine.models.context import AttentionMetadata
 from engine.models.llama import LlamaForCausalLM
 from engine.scheduler import Batch
+from engine.sequence import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +50,12 @@ class ModelRunner:
         self.config = config
         self.device = device or torch.device("cpu")
         cfg = model.config
+        # One block past the block manager's: the scratch block multi-step decoding writes finished rows to.
+        self.scratch_slot = config.num_blocks * config.block_size
         self.kv_cache = torch.zeros(
             2,
             cfg.num_layers,
-            config.num_blocks,
+            config.num_blocks + 1,
             config.block_size,
             cfg.num_kv_heads,
             cfg.head_dim,
@@ -214,3 +220,57 @@ class ModelRunner:
             b["lens"][n:bs].fill_(0)
         self.graphs[bs].replay()
         return b["out"][:n], [(i, i + 1) for i in range(n)]
+
+    @torch.inference_mode()
+    def decode_steps(
+        self,
+        seqs: list[Sequence],
+        remaining: list[int],
+        num_steps: int,
+        next_tokens: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+    ) -> list[list[float]]:
+        """Decode ``num_steps`` tokens for every sequence, feeding each step's tokens to the next on the device.
+
+        ``remaining[i]`` is how many tokens sequence i may still produce; from then on its row recomputes its last
+        position and writes to the scratch block, so its blocks and everything past them stay untouched. Every
+        sequence's block table must already cover the positions it decodes. ``next_tokens(logits, step)`` samples
+        one step. Returns, per step, the tokens followed by their log-probs (one device-to-host copy in all)."""
+        n = len(seqs)
+        bs = self.config.block_size
+        host = torch.tensor([[s.token_ids[-1], len(s) - 1, r - 1] for s, r in zip(seqs, remaining, strict=True)])
+        host = self._device(host)
+        ids, start, last_step = host[:, 0], host[:, 1], host[:, 2]
+        tables = self._device(self._host_tables(seqs))
+        graph_size = min((g for g in self.graphs if g >= n), default=0)
+        if graph_size:
+            b = self._buf
+            b["tables"][:n, : tables.shape[1]].copy_(tables)
+            b["slots"][n:graph_size].fill_(-1)
+            b["lens"][n:graph_size].fill_(0)
+        max_len = max(len(s) for s in seqs)
+        outputs = []
+        for step in range(num_steps):
+            pos = start + last_step.clamp(max=step)
+            block = tables.gather(1, (pos // bs)[:, None]).squeeze(1)
+            slots = torch.where(last_step >= step, block * bs + pos % bs, self.scratch_slot)
+            if graph_size:
+                for name, value in (("ids", ids), ("pos", pos), ("slots", slots), ("lens", pos + 1)):
+                    b[name][:n].copy_(value)
+                self.graphs[graph_size].replay()
+                hidden = b["out"][:n]
+            else:
+                empty = torch.empty(0, dtype=torch.long, device=self.device)
+                meta = AttentionMetadata(
+                    slot_mapping=slots,
+                    num_decode=n,
+                    decode_context_lens=pos + 1,
+                    decode_block_tables=tables,
+                    prefill_cu_seqlens_q=empty,
+                    prefill_context_lens=empty,
+                    prefill_block_tables=empty,
+                    decode_max_context_len=max_len + step,
+                )
+                hidden = self.model(ids, pos, meta)
+            ids, logprobs = next_tokens(self.model.logits(hidden), step)
+            outputs.append(torch.stack([ids.to(torch.float64), logprobs.to(torch.float64)]))
+        return torch.cat(outputs).tolist()

@@ -6,6 +6,8 @@ whichever device it runs, and a whole batch draws in a few vectorized integer op
 per row.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from engine.sampling_params import SamplingParams
@@ -38,6 +40,22 @@ def uniform_draws(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     return _shr(z, 11).to(torch.float64) * (1.0 / (1 << 53))
 
 
+@dataclass
+class SamplingBatch:
+    """One batch's sampling settings as device tensors, built once and reused for every step it decodes.
+
+    ``rows`` are the sampled (non-greedy) rows, ``index`` their positions as a tensor (``None`` when every row
+    samples); the per-row filters are ``None`` when no row of the batch uses them."""
+
+    rows: list[int]
+    index: torch.Tensor | None
+    temperatures: torch.Tensor | None = None
+    top_k: torch.Tensor | None = None
+    top_p: torch.Tensor | None = None
+    min_p: torch.Tensor | None = None
+    seeds: torch.Tensor | None = None
+
+
 class Sampler:
     """Greedy rows take the argmax; sampled rows apply temperature, top-k, top-p and min-p, then invert the CDF at
     the sequence's draw for this step.
@@ -47,54 +65,72 @@ class Sampler:
     log-softmax is never materialized (``logits[i] - log_norm[i]`` is row i's, for the rows that ask for top-k
     log-probs)."""
 
-    def __call__(
-        self, logits: torch.Tensor, params: list[SamplingParams], seeds: list[int | None], steps: list[int]
-    ) -> tuple[list[int], list[float], torch.Tensor]:
-        """Each row's token and the token's log-prob under the raw (untempered) distribution, as host lists (one
-        device sync), and each row's log-normalizer ``logsumexp(logits[i])``."""
+    @staticmethod
+    def prepare(
+        params: list[SamplingParams], seeds: list[int | None], device: torch.device, dtype: torch.dtype
+    ) -> SamplingBatch:
+        """The batch's settings on ``device`` (``dtype``: the logits' dtype)."""
+        rows = [i for i, p in enumerate(params) if not p.greedy]
+        if not rows:
+            return SamplingBatch(rows, None)
+        every = len(rows) == len(params)
+        batch = SamplingBatch(rows, None if every else torch.tensor(rows, device=device))
+        picked = [params[i] for i in rows]
+        batch.temperatures = torch.tensor([p.temperature for p in picked], dtype=dtype, device=device)
+        if any(p.top_k > 0 for p in picked):
+            batch.top_k = torch.tensor([p.top_k if p.top_k > 0 else 1 << 62 for p in picked], device=device)
+        if any(p.top_p < 1 for p in picked):
+            batch.top_p = torch.tensor([p.top_p for p in picked], dtype=dtype, device=device)
+        if any(p.min_p > 0 for p in picked):
+            batch.min_p = torch.tensor([p.min_p for p in picked], dtype=dtype, device=device)
+        batch.seeds = torch.tensor([seeds[i] for i in rows], dtype=torch.long, device=device)
+        return batch
+
+    @staticmethod
+    def sample(
+        logits: torch.Tensor, batch: SamplingBatch, steps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens, their log-probs under the raw distribution and each row's log-normalizer, all on the logits'
+        device (no sync); ``steps`` holds each sampled row's output position (its draw counter)."""
         maxes, tokens = logits.max(dim=-1)
         shifted = logits - maxes[:, None]
         log_norm = shifted.exp().sum(dim=-1).log_().add_(maxes)
-        rows = [i for i, p in enumerate(params) if not p.greedy]
-        if rows:
-            dev = logits.device
-            every = len(rows) == len(params)
-            idx = None if every else torch.tensor(rows, device=dev)
-            sub = shifted if every else shifted[idx]
-            temps = torch.tensor([params[i].temperature for i in rows], dtype=sub.dtype, device=dev)
-            sub = sub / temps[:, None]
-            top_k = [params[i].top_k for i in rows]
-            if any(k > 0 for k in top_k):
-                k_t = torch.tensor([k if k > 0 else sub.shape[1] for k in top_k], device=dev)
+        if batch.rows:
+            sub = shifted if batch.index is None else shifted[batch.index]
+            sub = sub / batch.temperatures[:, None]
+            if batch.top_k is not None:
                 kth = sub.sort(dim=-1, descending=True).values.gather(
-                    1, (k_t - 1).clamp(max=sub.shape[1] - 1)[:, None]
+                    1, (batch.top_k - 1).clamp(max=sub.shape[1] - 1)[:, None]
                 )
                 sub = sub.masked_fill(sub < kth, float("-inf"))
             # Unnormalized probabilities: each row's largest is exp(0) = 1.
             probs = sub.exp_()
-            top_p = [params[i].top_p for i in rows]
-            if any(p < 1 for p in top_p):
+            if batch.top_p is not None:
                 probs = probs / probs.sum(dim=-1, keepdim=True)
-                top_p_t = torch.tensor(top_p, dtype=probs.dtype, device=dev)
                 sorted_p, order = probs.sort(dim=-1, descending=True)
-                drop = (sorted_p.cumsum(-1) - sorted_p) > top_p_t[:, None]
+                drop = (sorted_p.cumsum(-1) - sorted_p) > batch.top_p[:, None]
                 probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-            min_p = [params[i].min_p for i in rows]
-            if any(p > 0 for p in min_p):
-                min_p_t = torch.tensor(min_p, dtype=probs.dtype, device=dev)
-                thresh = probs.max(dim=-1, keepdim=True).values * min_p_t[:, None]
+            if batch.min_p is not None:
+                thresh = probs.max(dim=-1, keepdim=True).values * batch.min_p[:, None]
                 probs = probs.masked_fill(probs < thresh, 0.0)
             cdf = probs.cumsum(dim=-1)
-            draws = uniform_draws(
-                torch.tensor([seeds[i] for i in rows], dtype=torch.long, device=dev),
-                torch.tensor([steps[i] for i in rows], dtype=torch.long, device=dev),
-            )
+            draws = uniform_draws(batch.seeds, steps)
             target = (draws.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
             picked = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
-            if every:
+            if batch.index is None:
                 tokens = picked
             else:
-                tokens[idx] = picked
+                tokens[batch.index] = picked
         token_logprobs = logits.gather(1, tokens[:, None]).squeeze(1) - log_norm
+        return tokens, token_logprobs, log_norm
+
+    def __call__(
+        self, logits: torch.Tensor, params: list[SamplingParams], seeds: list[int | None], steps: list[int]
+    ) -> tuple[list[int], list[float], torch.Tensor]:
+        """One step: each row's token and the token's log-prob under the raw (untempered) distribution, as host
+        lists (one device sync), and each row's log-normalizer ``logsumexp(logits[i])``."""
+        batch = self.prepare(params, seeds, logits.device, logits.dtype)
+        step_t = torch.tensor([steps[i] for i in batch.rows], dtype=torch.long, device=logits.device)
+        tokens, token_logprobs, log_norm = self.sample(logits, batch, step_t)
         both = torch.stack([tokens.to(torch.float64), token_logprobs.to(torch.float64)]).tolist()
         return [int(t) for t in both[0]], both[1], log_norm
