@@ -153,12 +153,25 @@ class BlockManager:
 
     def append(self, seq: Sequence) -> None:
         """Make room for ``seq``'s newest token; register the block it fills in the prefix cache."""
-        bs = self.block_size
         if self.blocks_needed(len(seq)) > len(seq.block_table):
             seq.block_table.append(self._take_free().block_id)
-        if len(seq) % bs == 0 and seq.cacheable and self.enable_prefix_caching:
-            n = len(seq) // bs
-            prev = self.blocks[seq.block_table[n - 2]].hash if n > 1 else -1
-            block = self.blocks[seq.block_table[n - 1]]
-            if block.hash == -1 and (n == 1 or prev != -1):
-                self._register(block, tuple(seq.token_ids[-bs:]), prev)
+        if len(seq) % self.block_size == 0:
+            self._register_full(seq, len(seq) // self.block_size)
+
+    def register_filled(self, seq: Sequence, start: int, end: int) -> None:
+        """Register the blocks ``seq`` filled at lengths ``start`` to ``end`` (both included; multi-step
+        decoding's equivalent of ``append`` at each of those lengths, with the blocks already reserved)."""
+        bs = self.block_size
+        for n in range((start + bs - 1) // bs, end // bs + 1):
+            if n:
+                self._register_full(seq, n)
+
+    def _register_full(self, seq: Sequence, n: int) -> None:
+        """Register ``seq``'s ``n``-th block (now full) when its chain of predecessors is registered."""
+        if not (seq.cacheable and self.enable_prefix_caching):
+            return
+        bs = self.block_size
+        prev = self.blocks[seq.block_table[n - 2]].hash if n > 1 else -1
+        block = self.blocks[seq.block_table[n - 1]]
+        if block.hash == -1 and (n == 1 or prev != -1):
+            self._register(block, tuple(seq.token_ids[(n - 1) * bs : n * bs]), prev)

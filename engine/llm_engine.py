@@ -12,7 +12,7 @@ from engine.loader import LoadedModel
 from engine.loader.weights import load_weights
 from engine.model_runner import ModelRunner
 from engine.models.llama import LlamaForCausalLM
-from engine.sampler import Sampler
+from engine.sampler import Sampler, uniform_draws
 from engine.scheduler import Scheduler
 from engine.sequence import SeqKind, Sequence
 
@@ -177,24 +177,58 @@ class LLMEngine:
         """Run ``num_steps`` decode steps on the device, then append each sequence's tokens up to where it stops
         (tokens decoded past a stop are dropped; their KV lies in blocks no cached prefix can reach)."""
         remaining = [self._remaining(s) for s in seqs]
-        params = [s.params for s in seqs]
         dev = self.device
-        batch = self.sampler.prepare(params, [s.sample_seed for s in seqs], dev, torch.float32)
-        first = torch.tensor([len(seqs[i]) - seqs[i].num_prompt_tokens for i in batch.rows], device=dev)
+        batch = self.sampler.prepare([s.params for s in seqs], [s.sample_seed for s in seqs], dev, torch.float32)
+        draws = None
+        if batch.rows:
+            first = torch.tensor([len(seqs[i]) - seqs[i].num_prompt_tokens for i in batch.rows], device=dev)
+            draws = uniform_draws(batch.seeds[:, None], first[:, None] + torch.arange(num_steps, device=dev)).T
 
         def next_tokens(logits: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            tokens, logprobs, _ = self.sampler.sample(logits, batch, first + step)
+            tokens, logprobs, _ = self.sampler.sample(logits, batch, None if draws is None else draws[step])
             return tokens, logprobs
 
         rows = self.runner.decode_steps(seqs, remaining, num_steps, next_tokens)
         for i, seq in enumerate(seqs):
-            for step in range(min(num_steps, remaining[i])):
+            count = min(num_steps, remaining[i])
+            tokens = [int(rows[step][i]) for step in range(count)]
+            logprobs = [rows[num_steps + step][i] for step in range(count)]
+            self._append_tokens(seq, tokens, logprobs, remaining[i])
+            if seq.is_finished:
+                self._finish(seq)
+
+    def _append_tokens(self, seq: Sequence, tokens: list[int], logprobs: list[float], remaining: int) -> None:
+        """Append a multi-step round's tokens up to the first that stops ``seq``: the same outcome as
+        ``_append_token`` per token with the block manager's ``append`` in between, in bulk."""
+        params = seq.params
+        if params.stop_list:
+            for step, (token, logprob) in enumerate(zip(tokens, logprobs, strict=True)):
                 if step:
                     self.block_manager.append(seq)
-                self._append_token(seq, int(rows[2 * step][i]), rows[2 * step + 1][i])
+                self._append_token(seq, token, logprob)
                 if seq.is_finished:
-                    self._finish(seq)
-                    break
+                    return
+            return
+        count, reason = len(tokens), None
+        stop_eos = not params.ignore_eos
+        for j, token in enumerate(tokens):
+            if (stop_eos and token in self.eos_ids) or token in params.stop_token_ids:
+                count, reason = j + 1, "stop"
+                break
+        if reason is None and count == remaining:
+            reason = "length"
+        start = len(seq.token_ids)
+        seq.token_ids.extend(tokens[:count])
+        for logprob in logprobs[:count]:  # one at a time: the same float sums as single steps
+            seq.cumulative_logprob += logprob
+        if params.logprobs is not None:
+            seq.logprobs.extend({t: lp} for t, lp in zip(tokens[:count], logprobs[:count], strict=True))
+        self.stats.generated_tokens += count
+        self.block_manager.register_filled(seq, start + 1, start + count - 1)
+        if reason is not None:
+            seq.finish_reason = reason
+            seq.status = seq.status.FINISHED
+            seq.text = self.tokenizer.decode(seq.output_token_ids)
 
     def _score(self, hidden: torch.Tensor, scored: list[tuple[Sequence, tuple[int, int]]]) -> None:
         """Log-prob of each score target: a row per target (a choice continuation) or, for a prompt, every

@@ -167,11 +167,15 @@ class ModelRunner:
         max_bs = sizes[-1]
         width = math.ceil(cfg.max_model_len / cfg.block_size)
         dev = self.device
+        # Positions, slots and context lengths share one tensor, so a multi-step round sets them with one copy.
+        step = torch.zeros(3, max_bs, dtype=torch.long, device=dev)
+        step[1] = -1
         self._buf = {
             "ids": torch.zeros(max_bs, dtype=torch.long, device=dev),
-            "pos": torch.zeros(max_bs, dtype=torch.long, device=dev),
-            "slots": torch.full((max_bs,), -1, dtype=torch.long, device=dev),
-            "lens": torch.zeros(max_bs, dtype=torch.long, device=dev),
+            "step": step,
+            "pos": step[0],
+            "slots": step[1],
+            "lens": step[2],
             "tables": torch.zeros(max_bs, width, dtype=torch.long, device=dev),
             "out": torch.zeros(max_bs, self.model.config.hidden_size, dtype=self.kv_cache.dtype, device=dev),
         }
@@ -234,43 +238,47 @@ class ModelRunner:
         ``remaining[i]`` is how many tokens sequence i may still produce; from then on its row recomputes its last
         position and writes to the scratch block, so its blocks and everything past them stay untouched. Every
         sequence's block table must already cover the positions it decodes. ``next_tokens(logits, step)`` samples
-        one step. Returns, per step, the tokens followed by their log-probs (one device-to-host copy in all)."""
+        one step. Returns the tokens of every step, then their log-probs (``2 * num_steps`` rows of ``len(seqs)``;
+        one device-to-host copy in all)."""
         n = len(seqs)
         bs = self.config.block_size
         host = torch.tensor([[s.token_ids[-1], len(s) - 1, r - 1] for s, r in zip(seqs, remaining, strict=True)])
         host = self._device(host)
         ids, start, last_step = host[:, 0], host[:, 1], host[:, 2]
         tables = self._device(self._host_tables(seqs))
+        # Every step's positions, slots and context lengths at once: [num_steps, 3, n].
+        steps = torch.arange(num_steps, device=self.device)[:, None]
+        pos = start + torch.minimum(last_step, steps)
+        block = tables.gather(1, (pos // bs).T).T
+        slots = torch.where(last_step >= steps, block * bs + pos % bs, self.scratch_slot)
+        layout = torch.stack([pos, slots, pos + 1], dim=1)
         graph_size = min((g for g in self.graphs if g >= n), default=0)
         if graph_size:
             b = self._buf
             b["tables"][:n, : tables.shape[1]].copy_(tables)
-            b["slots"][n:graph_size].fill_(-1)
-            b["lens"][n:graph_size].fill_(0)
+            b["step"][1:, n:graph_size] = torch.tensor([[-1], [0]], device=self.device)
         max_len = max(len(s) for s in seqs)
-        outputs = []
+        out = torch.empty(2, num_steps, n, dtype=torch.float64, device=self.device)
         for step in range(num_steps):
-            pos = start + last_step.clamp(max=step)
-            block = tables.gather(1, (pos // bs)[:, None]).squeeze(1)
-            slots = torch.where(last_step >= step, block * bs + pos % bs, self.scratch_slot)
             if graph_size:
-                for name, value in (("ids", ids), ("pos", pos), ("slots", slots), ("lens", pos + 1)):
-                    b[name][:n].copy_(value)
+                b["ids"][:n].copy_(ids)
+                b["step"][:, :n].copy_(layout[step])
                 self.graphs[graph_size].replay()
                 hidden = b["out"][:n]
             else:
                 empty = torch.empty(0, dtype=torch.long, device=self.device)
                 meta = AttentionMetadata(
-                    slot_mapping=slots,
+                    slot_mapping=layout[step, 1],
                     num_decode=n,
-                    decode_context_lens=pos + 1,
+                    decode_context_lens=layout[step, 2],
                     decode_block_tables=tables,
                     prefill_cu_seqlens_q=empty,
                     prefill_context_lens=empty,
                     prefill_block_tables=empty,
                     decode_max_context_len=max_len + step,
                 )
-                hidden = self.model(ids, pos, meta)
+                hidden = self.model(ids, layout[step, 0], meta)
             ids, logprobs = next_tokens(self.model.logits(hidden), step)
-            outputs.append(torch.stack([ids.to(torch.float64), logprobs.to(torch.float64)]))
-        return torch.cat(outputs).tolist()
+            out[0, step] = ids
+            out[1, step] = logprobs
+        return out.view(2 * num_steps, n).tolist()

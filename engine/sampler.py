@@ -88,10 +88,11 @@ class Sampler:
 
     @staticmethod
     def sample(
-        logits: torch.Tensor, batch: SamplingBatch, steps: torch.Tensor
+        logits: torch.Tensor, batch: SamplingBatch, draws: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokens, their log-probs under the raw distribution and each row's log-normalizer, all on the logits'
-        device (no sync); ``steps`` holds each sampled row's output position (its draw counter)."""
+        device (no sync); ``draws`` holds each sampled row's uniform draw for this step (``uniform_draws`` of its
+        seed and output position)."""
         maxes, tokens = logits.max(dim=-1)
         shifted = logits - maxes[:, None]
         log_norm = shifted.exp().sum(dim=-1).log_().add_(maxes)
@@ -114,7 +115,6 @@ class Sampler:
                 thresh = probs.max(dim=-1, keepdim=True).values * batch.min_p[:, None]
                 probs = probs.masked_fill(probs < thresh, 0.0)
             cdf = probs.cumsum(dim=-1)
-            draws = uniform_draws(batch.seeds, steps)
             target = (draws.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
             picked = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
             if batch.index is None:
@@ -130,7 +130,10 @@ class Sampler:
         """One step: each row's token and the token's log-prob under the raw (untempered) distribution, as host
         lists (one device sync), and each row's log-normalizer ``logsumexp(logits[i])``."""
         batch = self.prepare(params, seeds, logits.device, logits.dtype)
-        step_t = torch.tensor([steps[i] for i in batch.rows], dtype=torch.long, device=logits.device)
-        tokens, token_logprobs, log_norm = self.sample(logits, batch, step_t)
+        draws = None
+        if batch.rows:
+            step_t = torch.tensor([steps[i] for i in batch.rows], dtype=torch.long, device=logits.device)
+            draws = uniform_draws(batch.seeds, step_t)
+        tokens, token_logprobs, log_norm = self.sample(logits, batch, draws)
         both = torch.stack([tokens.to(torch.float64), token_logprobs.to(torch.float64)]).tolist()
         return [int(t) for t in both[0]], both[1], log_norm
