@@ -1,7 +1,8 @@
-"""The three attention ops every model calls: store K/V, prefill attention, decode attention.
+"""The ops every model calls: the three attention ops (store K/V, prefill attention, decode attention) and the
+fused per-layer ops around the matmuls (add + RMSNorm, RoPE + K/V store, SiLU-and-multiply).
 
 Each op dispatches on the device of its tensors: CUDA tensors go to our Triton kernels
-(``engine/kernels/triton_attention.py``), everything else to the torch references (``reference.py``). Both
+(``triton_attention.py``, ``triton_fused.py``), everything else to the torch references (``reference.py``). Both
 implementations share one contract; the optional ``max_*`` hints let callers that already know the largest
 length (the model runner, CUDA graphs) spare the GPU a device-to-host sync.
 """
@@ -11,16 +12,61 @@ import torch
 from engine.kernels import reference
 
 _triton = None
+_fused = None
 
 
 def _gpu():
-    """The Triton module, imported on first CUDA use so CPU-only installs never need Triton."""
+    """The Triton attention module, imported on first CUDA use so CPU-only installs never need Triton."""
     global _triton
     if _triton is None:
         from engine.kernels import triton_attention
 
         _triton = triton_attention
     return _triton
+
+
+def _gpu_fused():
+    global _fused
+    if _fused is None:
+        from engine.kernels import triton_fused
+
+        _fused = triton_fused
+    return _fused
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight * rms_norm(x + residual), x + residual)``; ``residual=None`` normalizes ``x`` (see reference)."""
+    if x.is_cuda:
+        return _gpu_fused().add_rms_norm(x, residual, weight, eps)
+    return reference.add_rms_norm(x, residual, weight, eps)
+
+
+def rotary_store(
+    qkv: torch.Tensor,
+    positions: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+) -> torch.Tensor:
+    """RoPE on fused QKV rows; keys and values go to the paged cache; returns the queries (see reference)."""
+    impl = _gpu_fused() if qkv.is_cuda else reference
+    return impl.rotary_store(
+        qkv, positions, cos, sin, k_cache, v_cache, slot_mapping, num_heads, num_kv_heads, head_dim
+    )
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of a fused gate/up projection (see reference)."""
+    if gate_up.is_cuda:
+        return _gpu_fused().silu_and_mul(gate_up)
+    return reference.silu_and_mul(gate_up)
 
 
 def store_kv(
@@ -68,4 +114,11 @@ def decode_attention(
     return reference.decode_attention(query, k_cache, v_cache, context_lens, block_tables, scale)
 
 
-__all__ = ["store_kv", "prefill_attention", "decode_attention"]
+__all__ = [
+    "store_kv",
+    "prefill_attention",
+    "decode_attention",
+    "add_rms_norm",
+    "rotary_store",
+    "silu_and_mul",
+]

@@ -25,6 +25,48 @@ def store_kv(
     v_cache.view(num_blocks * block_size, h, d).index_copy_(0, slot_mapping, value)
 
 
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s = x + residual`` (or ``x``); returns ``(weight * rms_norm(s), s)`` with the norm computed in fp32."""
+    summed = x if residual is None else x + residual
+    dtype = summed.dtype
+    h = summed.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype), summed
+
+
+def rotary_store(
+    qkv: torch.Tensor,
+    positions: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+) -> torch.Tensor:
+    """Rotate-half RoPE on the query and key heads of fused QKV rows ``[tokens, (heads + 2 kv_heads) * dim]``
+    (``cos``/``sin``: ``[max_pos, dim]`` tables holding ``(cos, cos)`` and ``(-sin, sin)``); the rotated keys and
+    the values are stored at ``slot_mapping``; returns the rotated queries ``[tokens, heads, dim]``."""
+    q_size, kv_size = num_heads * head_dim, num_kv_heads * head_dim
+    qk = qkv[:, : q_size + kv_size].view(-1, num_heads + num_kv_heads, head_dim)
+    c, s = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
+    x1, x2 = qk.chunk(2, dim=-1)
+    qk = torch.addcmul(qk * c, torch.cat((x2, x1), dim=-1), s)
+    q, k = qk.split([num_heads, num_kv_heads], dim=1)
+    store_kv(k, qkv[:, q_size + kv_size :].view(-1, num_kv_heads, head_dim), k_cache, v_cache, slot_mapping)
+    return q
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of a fused ``[tokens, 2 * width]`` projection (gate first)."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate).mul_(up)
+
+
 def _gather_context(cache: torch.Tensor, block_tables: torch.Tensor, max_len: int) -> torch.Tensor:
     """Each sequence's cached tokens as ``[num_seqs, num_kv_heads, L, head_dim]``, ``L >= max_len`` rounded up
     to whole blocks (positions past a sequence's length hold junk the caller masks). One ``index_select`` copies

@@ -3,7 +3,6 @@
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine import kernels
@@ -12,18 +11,18 @@ from engine.models.context import AttentionMetadata
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square layer norm, computed in fp32."""
+    """Root-mean-square layer norm, computed in fp32; given the residual stream, it first adds the sub-layer's
+    output to it and returns both the normalized input and the new residual (one fused kernel on CUDA)."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return kernels.add_rms_norm(x, residual, self.weight, self.eps)
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> torch.Tensor:
@@ -51,11 +50,9 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> torch.Te
 
 
 class Rotary(nn.Module):
-    """Rotate-half RoPE with a precomputed cos/sin table indexed by position: ``x * cos + rotate_half(x) * sin``
-    with ``rotate_half(x) = (x2, x1)`` and the sign folded into the sin table (``(-sin, sin)``).
-
-    ``prepare(positions)`` looks the rows up once per forward pass; every layer's call with that same
-    ``positions`` tensor reuses them."""
+    """Rotate-half RoPE tables indexed by position: ``x * cos + rotate_half(x) * sin`` with
+    ``rotate_half(x) = (x2, x1)`` and the sign folded into the sin table (``(-sin, sin)``); the rotation itself
+    is ``kernels.rotary_store``."""
 
     def __init__(self, head_dim: int, max_pos: int, theta: float, scaling: dict | None) -> None:
         super().__init__()
@@ -64,19 +61,6 @@ class Rotary(nn.Module):
         cos, sin = freqs.cos(), freqs.sin()
         self.register_buffer("cos", torch.cat((cos, cos), dim=-1), persistent=False)
         self.register_buffer("sin", torch.cat((-sin, sin), dim=-1), persistent=False)
-        self._rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-
-    def prepare(self, positions: torch.Tensor) -> None:
-        self._rows = (positions, self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))
-
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x`` ``[num_tokens, heads, head_dim]`` (any strides) to a new contiguous tensor."""
-        if self._rows is not None and self._rows[0] is positions:
-            cos, sin = self._rows[1], self._rows[2]
-        else:
-            cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.addcmul(x * cos, torch.cat((x2, x1), dim=-1), sin)
 
 
 class Attention(nn.Module):
@@ -95,13 +79,18 @@ class Attention(nn.Module):
         self.v_cache = torch.empty(0)
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        qkv = self.qkv_proj(x)
-        # q and k rotated together: one set of elementwise ops over [tokens, heads + kv_heads, head_dim].
-        qk = qkv[:, : self.q_size + self.kv_size].view(-1, self.num_heads + self.num_kv_heads, self.head_dim)
-        qk = self.rotary(positions, qk)
-        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
-        v = qkv[:, self.q_size + self.kv_size :].view(-1, self.num_kv_heads, self.head_dim)
-        kernels.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+        q = kernels.rotary_store(
+            self.qkv_proj(x),
+            positions,
+            self.rotary.cos,
+            self.rotary.sin,
+            self.k_cache,
+            self.v_cache,
+            meta.slot_mapping,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+        )
         nd = meta.num_decode
         parts = []
         if nd:
@@ -142,12 +131,12 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate).mul_(up))
+        return self.down_proj(kernels.silu_and_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm attention + MLP block."""
+    """Pre-norm attention + MLP block. It carries the residual stream separately (vLLM's layout): each norm adds
+    the previous sub-layer's output to it, so the adds fuse into the norms."""
 
     def __init__(self, cfg: ModelConfig, rotary: Rotary) -> None:
         super().__init__()
@@ -156,9 +145,13 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, positions: torch.Tensor, h: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        h = h + self.self_attn(positions, self.input_layernorm(h), meta)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def forward(
+        self, positions: torch.Tensor, h: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h`` is the previous layer's MLP output (the embeddings, with ``residual=None``, for the first)."""
+        x, residual = self.input_layernorm(h, residual)
+        x, residual = self.post_attention_layernorm(self.self_attn(positions, x, meta), residual)
+        return self.mlp(x), residual
 
 
 class LlamaForCausalLM(nn.Module):
@@ -179,11 +172,10 @@ class LlamaForCausalLM(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        h = self.embed_tokens(input_ids)
-        self.rotary.prepare(positions)
+        h, residual = self.embed_tokens(input_ids), None
         for layer in self.layers:
-            h = layer(positions, h, meta)
-        return self.norm(h)
+            h, residual = layer(positions, h, residual, meta)
+        return self.norm(h, residual)[0]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits (fp32) for the given final hidden states."""

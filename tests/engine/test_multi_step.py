@@ -66,7 +66,12 @@ def test_generated_blocks_enter_the_prefix_cache(llm):
 
 def test_tight_memory_and_preemption_match(llm):
     small = LLM(
-        "smollm2-135m", device="cpu", max_model_len=64, kv_cache_memory=10 * 737280, max_num_seqs=8, num_scheduler_steps=6
+        "smollm2-135m",
+        device="cpu",
+        max_model_len=64,
+        kv_cache_memory=10 * 737280,
+        max_num_seqs=8,
+        num_scheduler_steps=6,
     )
     params = SamplingParams(temperature=0.8, seed=4, max_tokens=24, ignore_eos=True)
     prompts = PROMPTS[:6]

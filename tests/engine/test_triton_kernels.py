@@ -109,3 +109,51 @@ def test_store_kv_writes_exactly_the_mapped_slots(dtype):
     tk.store_kv(key, value, k_cache, v_cache, slots)
     assert torch.equal(k_cache.cpu(), ref_k)
     assert torch.equal(v_cache.cpu(), ref_v)
+
+
+from engine.kernels import triton_fused as tf  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [64, 96])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_add_rms_norm_matches_reference(dtype, hidden, with_residual):
+    gen = torch.Generator().manual_seed(hidden)
+    x, residual = (torch.randn(5, hidden, generator=gen).to(dtype).to(DEVICE) for _ in range(2))
+    weight = (1 + 0.1 * torch.randn(hidden, generator=gen)).to(dtype).to(DEVICE)
+    out, summed = tf.add_rms_norm(x, residual if with_residual else None, weight, 1e-5)
+    ref_out, ref_summed = reference.add_rms_norm(x, residual if with_residual else None, weight, 1e-5)
+    assert rel_err(summed, ref_summed) < tolerance(dtype)
+    assert rel_err(out, ref_out) < tolerance(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 2, 16), (3, 1, 24)])
+def test_rotary_store_matches_reference(dtype, heads, kv_heads, dim):
+    gen = torch.Generator().manual_seed(dim)
+    tokens, blocks, block = 6, 4, 4
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim, generator=gen).to(dtype).to(DEVICE)
+    positions = torch.tensor([0, 1, 7, 3, 30, 31], device=DEVICE)
+    inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    freqs = torch.outer(torch.arange(32, dtype=torch.float64), inv)
+    cos = torch.cat((freqs.cos(), freqs.cos()), -1).to(dtype).to(DEVICE)
+    sin = torch.cat((-freqs.sin(), freqs.sin()), -1).to(dtype).to(DEVICE)
+    slots = torch.tensor([5, 0, 15, 9, -1, 2], device=DEVICE)
+    caches = [torch.zeros(blocks, block, kv_heads, dim, dtype=dtype, device=DEVICE) for _ in range(4)]
+    q = tf.rotary_store(qkv, positions, cos, sin, caches[0], caches[1], slots, heads, kv_heads, dim)
+    keep = slots >= 0  # the reference has no skipped slot: give it only the stored rows
+    ref_q = reference.rotary_store(qkv, positions, cos, sin, caches[2], caches[3], slots.clamp(min=0), heads,
+                                   kv_heads, dim)
+    ref_q_kept = reference.rotary_store(qkv[keep], positions[keep], cos, sin, caches[2], caches[3], slots[keep],
+                                        heads, kv_heads, dim)
+    assert rel_err(q, ref_q) < tolerance(dtype)
+    assert rel_err(q[keep], ref_q_kept) < tolerance(dtype)
+    assert rel_err(caches[0], caches[2]) < tolerance(dtype)
+    assert rel_err(caches[1], caches[3]) < tolerance(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [48, 1536])
+def test_silu_and_mul_matches_reference(dtype, width):
+    gate_up = torch.randn(3, 2 * width, generator=torch.Generator().manual_seed(width)).to(dtype).to(DEVICE)
+    assert rel_err(tf.silu_and_mul(gate_up), reference.silu_and_mul(gate_up.clone())) < tolerance(dtype)
