@@ -59,7 +59,7 @@ class LLM:
     ``"auto"`` is bfloat16 on CUDA and float32 on the CPU. On CUDA the attention ops are our Triton kernels and
     decode steps replay CUDA graphs (``cuda_graphs=False`` runs eagerly, for debugging).
     ``num_scheduler_steps`` decode steps run back to back on the device before the host schedules again (vLLM's
-    multi-step scheduling; ``None``: 8 on CUDA, 1 on the CPU): outputs are identical, the host's per-token work
+    multi-step scheduling; ``None``: 32 on CUDA, 1 on the CPU): outputs are identical, the host's per-token work
     is paid once per several steps, and a finished sequence may compute up to that many steps it then drops.
     """
 
@@ -80,7 +80,7 @@ class LLM:
     ) -> None:
         torch_device = resolve_device(device)
         if num_scheduler_steps is None:
-            num_scheduler_steps = 8 if torch_device.type == "cuda" else 1
+            num_scheduler_steps = 32 if torch_device.type == "cuda" else 1
         if not isinstance(num_scheduler_steps, int) or isinstance(num_scheduler_steps, bool) or num_scheduler_steps < 1:
             raise EngineError(f"num_scheduler_steps must be an int >= 1, got {num_scheduler_steps!r}")
         if dtype == "auto":
