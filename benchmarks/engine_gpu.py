@@ -10,7 +10,7 @@ Workloads, SmolLM2-135M in bf16:
 2. The label-scoring workload of ``engine_cpu.py`` at 100x its size (51,200 prompts sharing an instruction +
    demos prefix, 2-4 choices of 1-3 tokens). The peer is the lm-eval-harness way: one forward per prompt+choice.
 
-    python benchmarks/engine_gpu.py [--model PATH] [--json OUT] [--quick] [--scheduler-steps 1,4,8,16]
+    python benchmarks/engine_gpu.py [--model PATH] [--json OUT] [--quick] [--scheduler-steps 1,8,16,32]
                                     [--skip-scoring]
 """
 
@@ -186,7 +186,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--quick", action="store_true", help="64 sequences up to 256 tokens; 5,120 scoring prompts")
     ap.add_argument("--peer-batch", type=int, default=256, help="rows per transformers scoring forward")
-    ap.add_argument("--scheduler-steps", default="1,4,8,16",
+    ap.add_argument("--scheduler-steps", default="1,8,16,32",
                     help="num_scheduler_steps values to time ours with (the figure reported is the default, 32)")
     ap.add_argument("--skip-scoring", action="store_true")
     args = ap.parse_args()
