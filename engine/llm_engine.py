@@ -78,9 +78,9 @@ class LLMEngine:
         start = time.perf_counter()
         batch = self.scheduler.schedule()
         self.stats.schedules += 1
-        num_steps = self._num_decode_steps(batch)
+        num_steps, remaining = self._num_decode_steps(batch)
         if num_steps > 1:
-            self._decode_steps(batch.decode, num_steps)
+            self._decode_steps(batch.decode, num_steps, remaining)
             self.stats.steps += num_steps
             self.stats.wall_time_s += time.perf_counter() - start
             return
@@ -147,36 +147,36 @@ class LLMEngine:
 
     def _remaining(self, seq: Sequence) -> int:
         """Tokens ``seq`` may still generate before ``max_tokens`` or ``max_model_len`` stops it."""
-        out = len(seq) - seq.num_prompt_tokens
-        return max(1, min(seq.params.max_tokens - out, self.config.max_model_len - len(seq)))
+        length = len(seq.token_ids)
+        return max(1, min(seq.params.max_tokens - length + seq.num_prompt_tokens, self.config.max_model_len - length))
 
-    def _num_decode_steps(self, batch) -> int:
-        """How many steps to decode ``batch`` before returning to the scheduler: ``num_scheduler_steps`` for a
-        pure decode batch of generating sequences that need no top-k log-probs, while nothing waiting could join
-        it, and while the free blocks cover every sequence's next steps; else 1. The blocks are reserved here."""
+    def _num_decode_steps(self, batch) -> tuple[int, list[int]]:
+        """How many steps to decode ``batch`` before returning to the scheduler, and how many tokens each of its
+        sequences may still generate: ``num_scheduler_steps`` for a pure decode batch of generating sequences that
+        need no top-k log-probs, while nothing waiting could join it, and while the free blocks cover every
+        sequence's next steps; else 1. The blocks are reserved here."""
         steps = self.config.num_scheduler_steps
         seqs = batch.decode
         if steps <= 1 or not seqs or batch.prefill or batch.copies:
-            return 1
+            return 1, []
         if self.scheduler.waiting and len(seqs) < self.config.max_num_seqs:
-            return 1
+            return 1, []
         if any(s.kind != SeqKind.GENERATE or s.params.logprobs for s in seqs):
-            return 1
+            return 1, []
         remaining = [self._remaining(s) for s in seqs]
         steps = min(steps, max(remaining))
         bm = self.block_manager
-        wanted = [len(s) + min(steps, r) - 1 for s, r in zip(seqs, remaining, strict=True)]
+        wanted = [len(s.token_ids) + min(steps, r) - 1 for s, r in zip(seqs, remaining, strict=True)]
         needed = sum(bm.blocks_needed(w) - len(s.block_table) for s, w in zip(seqs, wanted, strict=True))
         if steps <= 1 or needed > bm.num_free_blocks:
-            return 1
+            return 1, []
         for seq, w in zip(seqs, wanted, strict=True):
             bm.reserve(seq, w)
-        return steps
+        return steps, remaining
 
-    def _decode_steps(self, seqs: list[Sequence], num_steps: int) -> None:
+    def _decode_steps(self, seqs: list[Sequence], num_steps: int, remaining: list[int]) -> None:
         """Run ``num_steps`` decode steps on the device, then append each sequence's tokens up to where it stops
         (tokens decoded past a stop are dropped; their KV lies in blocks no cached prefix can reach)."""
-        remaining = [self._remaining(s) for s in seqs]
         dev = self.device
         batch = self.sampler.prepare([s.params for s in seqs], [s.sample_seed for s in seqs], dev, torch.float32)
         draws = None
@@ -188,12 +188,10 @@ class LLMEngine:
             tokens, logprobs, _ = self.sampler.sample(logits, batch, None if draws is None else draws[step])
             return tokens, logprobs
 
-        rows = self.runner.decode_steps(seqs, remaining, num_steps, next_tokens)
-        for i, seq in enumerate(seqs):
-            count = min(num_steps, remaining[i])
-            tokens = [int(rows[step][i]) for step in range(count)]
-            logprobs = [rows[num_steps + step][i] for step in range(count)]
-            self._append_tokens(seq, tokens, logprobs, remaining[i])
+        tokens, logprobs = self.runner.decode_steps(seqs, remaining, num_steps, next_tokens)
+        for seq, seq_tokens, seq_logprobs, left in zip(seqs, tokens, logprobs, remaining, strict=True):
+            count = min(num_steps, left)
+            self._append_tokens(seq, seq_tokens[:count], seq_logprobs[:count], left)
             if seq.is_finished:
                 self._finish(seq)
 

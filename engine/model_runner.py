@@ -232,14 +232,13 @@ class ModelRunner:
         remaining: list[int],
         num_steps: int,
         next_tokens: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
-    ) -> list[list[float]]:
+    ) -> tuple[list[list[int]], list[list[float]]]:
         """Decode ``num_steps`` tokens for every sequence, feeding each step's tokens to the next on the device.
 
         ``remaining[i]`` is how many tokens sequence i may still produce; from then on its row recomputes its last
         position and writes to the scratch block, so its blocks and everything past them stay untouched. Every
         sequence's block table must already cover the positions it decodes. ``next_tokens(logits, step)`` samples
-        one step. Returns the tokens of every step, then their log-probs (``2 * num_steps`` rows of ``len(seqs)``;
-        one device-to-host copy in all)."""
+        one step. Returns each sequence's ``num_steps`` tokens and their log-probs (one device sync)."""
         n = len(seqs)
         bs = self.config.block_size
         host = torch.tensor([[s.token_ids[-1], len(s) - 1, r - 1] for s, r in zip(seqs, remaining, strict=True)])
@@ -258,7 +257,8 @@ class ModelRunner:
             b["tables"][:n, : tables.shape[1]].copy_(tables)
             b["step"][1:, n:graph_size] = torch.tensor([[-1], [0]], device=self.device)
         max_len = max(len(s) for s in seqs)
-        out = torch.empty(2, num_steps, n, dtype=torch.float64, device=self.device)
+        out_tokens = torch.empty(n, num_steps, dtype=torch.long, device=self.device)
+        out_logprobs = torch.empty(n, num_steps, dtype=torch.float32, device=self.device)
         for step in range(num_steps):
             if graph_size:
                 b["ids"][:n].copy_(ids)
@@ -279,6 +279,6 @@ class ModelRunner:
                 )
                 hidden = self.model(ids, layout[step, 0], meta)
             ids, logprobs = next_tokens(self.model.logits(hidden), step)
-            out[0, step] = ids
-            out[1, step] = logprobs
-        return out.view(2 * num_steps, n).tolist()
+            out_tokens[:, step] = ids
+            out_logprobs[:, step] = logprobs
+        return out_tokens.tolist(), out_logprobs.tolist()
