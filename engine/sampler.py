@@ -45,7 +45,9 @@ class SamplingBatch:
     """One batch's sampling settings as device tensors, built once and reused for every step it decodes.
 
     ``rows`` are the sampled (non-greedy) rows, ``index`` their positions as a tensor (``None`` when every row
-    samples); the per-row filters are ``None`` when no row of the batch uses them."""
+    samples); the per-row filters are ``None`` when no row of the batch uses them. ``fused_temperatures`` (every
+    row's temperature, 0 for greedy) is set when the batch can use the fused CUDA kernel (no row filters);
+    ``fused_draws`` is then the per-row draw buffer it reads."""
 
     rows: list[int]
     index: torch.Tensor | None
@@ -54,6 +56,8 @@ class SamplingBatch:
     top_p: torch.Tensor | None = None
     min_p: torch.Tensor | None = None
     seeds: torch.Tensor | None = None
+    fused_temperatures: torch.Tensor | None = None
+    fused_draws: torch.Tensor | None = None
 
 
 class Sampler:
@@ -71,10 +75,16 @@ class Sampler:
     ) -> SamplingBatch:
         """The batch's settings on ``device`` (``dtype``: the logits' dtype)."""
         rows = [i for i, p in enumerate(params) if not p.greedy]
-        if not rows:
-            return SamplingBatch(rows, None)
+        fusable = device.type == "cuda" and all(p.top_k <= 0 and p.top_p >= 1 and p.min_p <= 0 for p in params)
         every = len(rows) == len(params)
-        batch = SamplingBatch(rows, None if every else torch.tensor(rows, device=device))
+        batch = SamplingBatch(rows, None if every or not rows else torch.tensor(rows, device=device))
+        if fusable:
+            batch.fused_temperatures = torch.tensor(
+                [0.0 if p.greedy else p.temperature for p in params], dtype=torch.float32, device=device
+            )
+            batch.fused_draws = torch.zeros(len(params), dtype=torch.float64, device=device)
+        if not rows:
+            return batch
         picked = [params[i] for i in rows]
         batch.temperatures = torch.tensor([p.temperature for p in picked], dtype=dtype, device=device)
         if any(p.top_k > 0 for p in picked):
@@ -93,6 +103,15 @@ class Sampler:
         """Tokens, their log-probs under the raw distribution and each row's log-normalizer, all on the logits'
         device (no sync); ``draws`` holds each sampled row's uniform draw for this step (``uniform_draws`` of its
         seed and output position)."""
+        if batch.fused_temperatures is not None:
+            from engine.kernels import triton_sampling
+
+            if draws is not None:
+                if batch.index is None:
+                    batch.fused_draws.copy_(draws)
+                else:
+                    batch.fused_draws[batch.index] = draws
+            return triton_sampling.sample(logits, batch.fused_temperatures, batch.fused_draws)
         maxes, tokens = logits.max(dim=-1)
         shifted = logits - maxes[:, None]
         log_norm = shifted.exp().sum(dim=-1).log_().add_(maxes)

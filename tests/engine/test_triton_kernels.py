@@ -157,3 +157,39 @@ def test_rotary_store_matches_reference(dtype, heads, kv_heads, dim):
 def test_silu_and_mul_matches_reference(dtype, width):
     gate_up = torch.randn(3, 2 * width, generator=torch.Generator().manual_seed(width)).to(dtype).to(DEVICE)
     assert rel_err(tf.silu_and_mul(gate_up), reference.silu_and_mul(gate_up.clone())) < tolerance(dtype)
+
+
+from engine.kernels import triton_sampling  # noqa: E402
+from engine.sampler import Sampler, SamplingBatch, uniform_draws  # noqa: E402
+
+
+@pytest.mark.parametrize("vocab", [1000, 5000])
+def test_fused_sampling_matches_the_torch_sampler(vocab):
+    gen = torch.Generator().manual_seed(vocab)
+    rows = 24
+    logits = (3 * torch.randn(rows, vocab, generator=gen)).to(DEVICE)
+    temperatures = torch.tensor([0.0, 0.3, 0.7, 1.0, 1.5, 0.0] * 4, device=DEVICE)
+    sampled = [i for i in range(rows) if temperatures[i] > 0]
+    draws = uniform_draws(torch.arange(rows, device=DEVICE) * 7919 + 3, torch.full((rows,), 5, device=DEVICE))
+    tokens, logprobs, log_norm = triton_sampling.sample(logits, temperatures, draws)
+    batch = SamplingBatch(sampled, torch.tensor(sampled, device=DEVICE), temperatures=temperatures[sampled])
+    ref_tokens, ref_logprobs, ref_log_norm = Sampler.sample(logits, batch, draws[sampled])
+    assert torch.equal(tokens, ref_tokens)
+    assert torch.allclose(log_norm, ref_log_norm, atol=1e-4)
+    assert torch.allclose(logprobs, ref_logprobs, atol=1e-4)
+    greedy = temperatures == 0
+    assert torch.equal(tokens[greedy], logits[greedy].argmax(-1))
+
+
+def test_fused_sampling_frequencies_follow_the_distribution():
+    # One row repeated with 600 different draws: token frequencies must follow softmax(logits / T), not softmax.
+    vocab, draws_n, temperature = 10, 600, 0.5
+    logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(1)).repeat(draws_n, 1).to(DEVICE)
+    draws = uniform_draws(torch.full((draws_n,), 12345, device=DEVICE), torch.arange(draws_n, device=DEVICE))
+    tokens, _, _ = triton_sampling.sample(logits, torch.full((draws_n,), temperature, device=DEVICE), draws)
+    freq = torch.bincount(tokens.cpu(), minlength=vocab).double() / draws_n
+    tempered = torch.softmax(logits[0].cpu().double() / temperature, -1)
+    untempered = torch.softmax(logits[0].cpu().double(), -1)
+    distance = (freq - tempered).abs().sum() / 2
+    assert distance < 0.08  # expected ~0.05 for a correct sampler at this n
+    assert distance < (freq - untempered).abs().sum() / 2
