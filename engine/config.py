@@ -34,3 +34,6 @@ class EngineConfig:
     block_size: int = 16
     num_blocks: int = 0
     enable_prefix_caching: bool = True
+    kv_policy: str = "full"  # "full" or "h2o" (engine/h2o.py)
+    kv_budget: int = 0  # h2o: tokens kept per (layer, KV head) of a generating sequence
+    recent_window: int = 0  # h2o: newest tokens never evicted

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import kernels
+from engine import h2o, kernels
 from engine.config import ModelConfig
 from engine.models.context import AttentionMetadata
 
@@ -93,6 +93,7 @@ class Attention(nn.Module):
         self.scale = cfg.head_dim**-0.5
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
+        self.layer_idx = 0
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         qkv = self.qkv_proj(x)
@@ -101,6 +102,8 @@ class Attention(nn.Module):
         qk = self.rotary(positions, qk)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
         v = qkv[:, self.q_size + self.kv_size :].view(-1, self.num_kv_heads, self.head_dim)
+        if meta.h2o is not None:
+            return self.o_proj(h2o.attention(self, self.layer_idx, q, k, v, meta).flatten(1))
         kernels.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
         nd = meta.num_decode
         parts = []
