@@ -49,8 +49,14 @@ def load_boolq() -> list[dict]:
 
 
 def make_llm(args, max_len: int, **policy) -> LLM:
-    llm = LLM(args.model, device=args.device, max_model_len=max_len, kv_cache_memory=args.kv_memory << 20,
-              max_num_seqs=64, **policy)
+    llm = LLM(
+        args.model,
+        device=args.device,
+        max_model_len=max_len,
+        kv_cache_memory=args.kv_memory << 20,
+        max_num_seqs=64,
+        **policy,
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     return llm
@@ -180,9 +186,11 @@ def main() -> None:
         for name, recent in ((f"h2o@{f:g}", b // 2), (f"local@{f:g}", b - 1)):
             ppl[name] = perplexity(args, texts, {"kv_policy": "h2o", "kv_budget": b, "recent_window": recent})
             ppl[name]["kv_budget"], ppl[name]["recent_window"] = b, recent
-            print(f"  {name} (budget {b}, recent {recent}): ppl {ppl[name]['ppl']:.3f}, "
-                  f"KV bytes/seq {ppl[name]['kv_bytes_per_seq']:.0f} vs {ppl['full']['kv_bytes_per_seq']:.0f}",
-                  flush=True)
+            print(
+                f"  {name} (budget {b}, recent {recent}): ppl {ppl[name]['ppl']:.3f}, "
+                f"KV bytes/seq {ppl[name]['kv_bytes_per_seq']:.0f} vs {ppl['full']['kv_bytes_per_seq']:.0f}",
+                flush=True,
+            )
 
     lo, hi = (int(x) for x in args.qa_len.split(","))
     prompts = qa_prompts(tok, rows, args.qa, lo, hi)
@@ -196,8 +204,11 @@ def main() -> None:
         return sum(answer_word(t) == ("yes" if y else "no") for t, y in zip(texts, gold, strict=True)) / len(gold)
 
     qa = {"full": {"boolq_accuracy": accuracy(ref_text), **ref_mem}}
-    print(f"greedy answers, {len(prompts)} BoolQ prompts ({lens[0]}-{lens[-1]} tokens, median {median}): "
-          f"full accuracy {qa['full']['boolq_accuracy']:.3f}", flush=True)
+    print(
+        f"greedy answers, {len(prompts)} BoolQ prompts ({lens[0]}-{lens[-1]} tokens, median {median}): "
+        f"full accuracy {qa['full']['boolq_accuracy']:.3f}",
+        flush=True,
+    )
     for f in fractions:
         b = max(int(f * median), 2)
         ids, text, mem = greedy(args, prompts, max_len, {"kv_policy": "h2o", "kv_budget": b})
@@ -211,10 +222,13 @@ def main() -> None:
             **mem,
         }
         r = qa[f"h2o@{f:g}"]
-        print(f"  h2o@{f:g} (budget {b}): tokens identical {r['token_agreement']:.3f}, prefix "
-              f"{r['mean_prefix_agreement']:.1f}/{args.max_tokens}, same answer {r['same_answer_word']:.3f}, "
-              f"accuracy {r['boolq_accuracy']:.3f}, KV bytes/seq {r['kv_bytes_per_seq']:.0f} vs "
-              f"{qa['full']['kv_bytes_per_seq']:.0f}", flush=True)
+        print(
+            f"  h2o@{f:g} (budget {b}): tokens identical {r['token_agreement']:.3f}, prefix "
+            f"{r['mean_prefix_agreement']:.1f}/{args.max_tokens}, same answer {r['same_answer_word']:.3f}, "
+            f"accuracy {r['boolq_accuracy']:.3f}, KV bytes/seq {r['kv_bytes_per_seq']:.0f} vs "
+            f"{qa['full']['kv_bytes_per_seq']:.0f}",
+            flush=True,
+        )
 
     result = {
         "date": time.strftime("%Y-%m-%d"),

@@ -34,8 +34,9 @@ _PREFILL_CHUNK = 256
 class H2OState:
     """Scores, positions and free slots of every h2o sequence, one row per sequence (see module docstring)."""
 
-    def __init__(self, num_layers: int, num_rows: int, num_kv_heads: int, budget: int, recent: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, num_layers: int, num_rows: int, num_kv_heads: int, budget: int, recent: int, device: torch.device
+    ) -> None:
         self.budget, self.recent, self.slots = budget, recent, budget + 1
         shape = (num_layers, num_rows, num_kv_heads, self.slots)
         self.score = torch.zeros(shape, dtype=torch.float32, device=device)
@@ -65,8 +66,15 @@ class H2OStep:
     mass: list[torch.Tensor] = field(default_factory=list)  # per prefill entry: [layers, kv_heads, P]
 
 
-def begin_step(state: H2OState, decode: list, prefill: list, cu: list[int], tables: torch.Tensor,
-               block_size: int, device: torch.device) -> H2OStep:
+def begin_step(
+    state: H2OState,
+    decode: list,
+    prefill: list,
+    cu: list[int],
+    tables: torch.Tensor,
+    block_size: int,
+    device: torch.device,
+) -> H2OStep:
     """Record each decode sequence's new token in its slot (position, score 0) and find the cache slots it is
     written to; list the generating prefill sequences whose attention mass must be measured."""
     step = H2OStep(state, num_decode=len(decode))
@@ -96,8 +104,15 @@ def begin_step(state: H2OState, decode: list, prefill: list, cu: list[int], tabl
     return step
 
 
-def decode_with_probs(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, tables: torch.Tensor,
-                      ctx: torch.Tensor, max_ctx: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_with_probs(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    tables: torch.Tensor,
+    ctx: torch.Tensor,
+    max_ctx: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over the first ``ctx[i]`` slots of each sequence, explicitly: the output
     ``[B, heads, D]`` and the probabilities summed over each KV head's query group ``[B, kv_heads, L]``
     (``L >= max_ctx``, slots past ``ctx[i]`` have probability 0)."""
@@ -141,17 +156,25 @@ def attention(attn, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
         slots = step.write_slots[layer]
         attn.k_cache.view(-1, h, d).index_put_((slots, heads), k[:nd])
         attn.v_cache.view(-1, h, d).index_put_((slots, heads), v[:nd])
-        out, mass = decode_with_probs(q[:nd], attn.k_cache, attn.v_cache, step.tables, step.ctx, step.max_ctx,
-                                      attn.scale)
+        out, mass = decode_with_probs(
+            q[:nd], attn.k_cache, attn.v_cache, step.tables, step.ctx, step.max_ctx, attn.scale
+        )
         w = min(mass.shape[-1], step.state.slots)
         step.state.score[layer][:, :, :w].index_add_(0, step.rows, mass[..., :w])
         parts.append(out)
     if q.shape[0] > nd:
         kernels.store_kv(k[nd:], v[nd:], attn.k_cache, attn.v_cache, meta.slot_mapping[nd:])
         parts.append(
-            kernels.prefill_attention(q[nd:], attn.k_cache, attn.v_cache, meta.prefill_cu_seqlens_q,
-                                      meta.prefill_context_lens, meta.prefill_block_tables, attn.scale,
-                                      max_new_tokens=meta.prefill_max_new_tokens)
+            kernels.prefill_attention(
+                q[nd:],
+                attn.k_cache,
+                attn.v_cache,
+                meta.prefill_cu_seqlens_q,
+                meta.prefill_context_lens,
+                meta.prefill_block_tables,
+                attn.scale,
+                max_new_tokens=meta.prefill_max_new_tokens,
+            )
         )
         for (a, b, _), mass in zip(step.prefill, step.mass, strict=True):
             mass[layer] = causal_column_mass(q[nd + a : nd + b], k[nd + a : nd + b], attn.scale)

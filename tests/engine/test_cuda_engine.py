@@ -129,7 +129,7 @@ def test_embeddings_agree_with_the_cpu_reference(gpu_llm, llm):
 
 def test_h2o_on_gpu_matches_the_cpu_greedy_tokens():
     """kv_policy="h2o" (torch ops on CUDA tensors, eager) against the same policy on the CPU: fp32 on both, a
-    ~120-token prompt compacted to 48 tokens per head, then 16 decode steps with eviction. bf16 runs under the
+    131-token prompt compacted to 48 tokens per head, then 16 decode steps with eviction. bf16 runs under the
     same block cap."""
     from .test_h2o import PASSAGE
 

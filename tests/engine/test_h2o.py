@@ -22,13 +22,22 @@ GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=
 LONG = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=0)
 
 
-def _h2o(**kwargs) -> LLM:
-    return LLM("smollm2-135m", device="cpu", max_model_len=512, kv_cache_memory=64 << 20, max_num_seqs=8,
-               kv_policy="h2o", **kwargs)
+def _h2o(max_model_len: int = 512, kv_cache_memory: int = 64 << 20, **kwargs) -> LLM:
+    llm = LLM(
+        "smollm2-135m",
+        device="cpu",
+        max_model_len=max_model_len,
+        kv_cache_memory=kv_cache_memory,
+        max_num_seqs=8,
+        kv_policy="h2o",
+        **kwargs,
+    )
+    torch.set_num_threads(1)  # LLM() sets all cores; see one_thread
+    return llm
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def one_thread(llm):
     """Tiny per-head ops pay an OpenMP barrier each on a shared 2-core box; one thread is faster here."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -169,8 +178,9 @@ def test_score_and_embed_are_unchanged_under_h2o(tight, llm):
     a = [c.logprob for c in llm.score(prompt, choices)[0].choices]
     b = [c.logprob for c in tight.score(prompt, choices)[0].choices]
     assert a == pytest.approx(b, abs=1e-4)
-    assert torch.allclose(torch.from_numpy(llm.embed(PROMPTS[:2])), torch.from_numpy(tight.embed(PROMPTS[:2])),
-                          atol=1e-4)
+    assert torch.allclose(
+        torch.from_numpy(llm.embed(PROMPTS[:2])), torch.from_numpy(tight.embed(PROMPTS[:2])), atol=1e-4
+    )
     assert tight.engine.block_manager.num_used_blocks == 0
 
 
@@ -183,3 +193,18 @@ def test_stream_logprobs_teacher_forces_the_text(llm, roomy):
     assert roomy.stream_logprobs([ids], prefill=32)[0] == pytest.approx(full, abs=1e-4)
     with pytest.raises(EngineError, match="needs more than prefill"):
         llm.stream_logprobs([ids[:10]], prefill=32)
+
+
+def test_preemption_under_h2o_recomputes_and_releases_everything(llm):
+    """A pool of 12 blocks for 8 sequences that each need 2 under the cap: the newest are preempted,
+    re-prefilled (and compacted) later, and every sequence completes."""
+    small = _h2o(max_model_len=128, kv_cache_memory=12 * 737280, kv_budget=24, recent_window=8)
+    outs = small.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=30, ignore_eos=True))
+    assert small.stats()["preemptions"] > 0
+    assert all(len(o.outputs[0].token_ids) == 30 for o in outs)
+    assert small.stats()["kv_blocks_in_use"] == 0
+    assert sorted(small.engine.block_manager.free_rows) == list(range(8))
+    # Sequences that were never preempted are the h2o run without pressure.
+    roomy = _h2o(max_model_len=128, kv_budget=24, recent_window=8)
+    ref = roomy.generate(PROMPTS[:1], SamplingParams(temperature=0, max_tokens=30, ignore_eos=True))
+    assert outs[0].outputs[0].token_ids == ref[0].outputs[0].token_ids
