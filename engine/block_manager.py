@@ -3,7 +3,7 @@
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from engine.sequence import Sequence
+from engine.sequence import SeqKind, Sequence
 
 
 @dataclass
@@ -33,6 +33,15 @@ class BlockManager:
         self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self.num_hit_tokens = 0
         self.num_lookup_tokens = 0
+        self.peak_used = 0
+
+    @property
+    def num_used_blocks(self) -> int:
+        return len(self.blocks) - len(self.free)
+
+    def reset_peak(self) -> None:
+        """Start measuring the peak number of blocks in use from now."""
+        self.peak_used = self.num_used_blocks
 
     @property
     def num_free_blocks(self) -> int:
@@ -43,6 +52,8 @@ class BlockManager:
 
     def _take_free(self) -> Block:
         block_id, _ = self.free.popitem(last=False)
+        if len(self.blocks) - len(self.free) > self.peak_used:
+            self.peak_used = len(self.blocks) - len(self.free)
         block = self.blocks[block_id]
         if block.hash != -1 and self.hash_to_block.get(block.hash) == block_id:
             del self.hash_to_block[block.hash]
@@ -175,3 +186,54 @@ class BlockManager:
         block = self.blocks[seq.block_table[n - 1]]
         if block.hash == -1 and (n == 1 or prev != -1):
             self._register(block, tuple(seq.token_ids[(n - 1) * bs : n * bs]), prev)
+
+
+class CappedBlockManager(BlockManager):
+    """The block manager of ``kv_policy="h2o"``: a generating sequence holds at most the blocks of
+    ``cap_tokens`` slots once its prefill is compacted (``shrink``), so its footprint stops growing; score and
+    embed sequences (prefill only) are unaffected. Each generating sequence also gets a row of the h2o state
+    (``seq.kv_row``) while it holds blocks. No prefix caching: compaction rewrites blocks in place."""
+
+    def __init__(self, num_blocks: int, block_size: int, cap_tokens: int, num_rows: int) -> None:
+        super().__init__(num_blocks, block_size, enable_prefix_caching=False)
+        self.cap_tokens = cap_tokens
+        self.cap_blocks = self.blocks_needed(cap_tokens)
+        self.free_rows = list(range(num_rows - 1, -1, -1))
+
+    def _needed(self, seq: Sequence) -> int:
+        n = len(seq)
+        return self.blocks_needed(min(n, self.cap_tokens) if seq.kind == SeqKind.GENERATE else n)
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        return super().can_allocate(seq) and (seq.kind != SeqKind.GENERATE or bool(self.free_rows))
+
+    def allocate(self, seq: Sequence) -> None:
+        super().allocate(seq)
+        if seq.kind == SeqKind.GENERATE:
+            seq.kv_row = self.free_rows.pop()
+
+    def deallocate(self, seq: Sequence) -> None:
+        super().deallocate(seq)
+        if seq.kv_row >= 0:
+            self.free_rows.append(seq.kv_row)
+            seq.kv_row = -1
+
+    def can_append(self, seq: Sequence) -> bool:
+        return self._needed(seq) - len(seq.block_table) <= len(self.free)
+
+    def append(self, seq: Sequence) -> None:
+        if self._needed(seq) > len(seq.block_table):
+            seq.block_table.append(self._take_free().block_id)
+
+    def shrink(self, seq: Sequence) -> None:
+        """Free a compacted sequence's blocks past the cap (a new list, so cached table tensors refresh)."""
+        table = seq.block_table
+        if len(table) <= self.cap_blocks:
+            return
+        for block_id in reversed(table[self.cap_blocks :]):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block_id] = None
+                self.free.move_to_end(block_id, last=False)
+        seq.block_table = table[: self.cap_blocks]

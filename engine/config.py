@@ -35,3 +35,6 @@ class EngineConfig:
     num_blocks: int = 0
     enable_prefix_caching: bool = True
     num_scheduler_steps: int = 1
+    kv_policy: str = "full"  # "full" or "h2o" (engine/h2o.py)
+    kv_budget: int = 0  # h2o: tokens kept per (layer, KV head) of a generating sequence
+    recent_window: int = 0  # h2o: newest tokens never evicted

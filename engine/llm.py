@@ -61,6 +61,12 @@ class LLM:
     ``num_scheduler_steps`` decode steps run back to back on the device before the host schedules again (vLLM's
     multi-step scheduling; ``None``: 32 on CUDA, 1 on the CPU): outputs are identical, the host's per-token work
     is paid once per several steps, and a finished sequence may compute up to that many steps it then drops.
+
+    ``kv_policy="h2o"`` turns on Heavy-Hitter Oracle KV eviction for generated sequences (engine/h2o.py,
+    docs/engine.md): each (layer, KV head) keeps ``kv_budget`` tokens, the ``recent_window`` newest (default
+    ``kv_budget // 2``) plus those with the most accumulated attention. It needs prefix caching off (the default
+    under h2o) and runs its attention in torch ops, without CUDA graphs. ``kv_policy="full"`` (the default)
+    keeps every token.
     """
 
     def __init__(
@@ -74,10 +80,16 @@ class LLM:
         seed: int = 0,
         block_size: int = 16,
         max_num_batched_tokens: int | None = None,
-        enable_prefix_caching: bool = True,
+        enable_prefix_caching: bool | None = None,
         cuda_graphs: bool = True,
         num_scheduler_steps: int | None = None,
+        kv_policy: str = "full",
+        kv_budget: int | None = None,
+        recent_window: int | None = None,
     ) -> None:
+        kv_budget, recent_window = _check_kv_policy(kv_policy, kv_budget, recent_window, enable_prefix_caching)
+        if enable_prefix_caching is None:
+            enable_prefix_caching = kv_policy == "full"
         torch_device = resolve_device(device)
         if num_scheduler_steps is None:
             num_scheduler_steps = 32 if torch_device.type == "cuda" else 1
@@ -115,6 +127,9 @@ class LLM:
             num_blocks=num_blocks,
             enable_prefix_caching=enable_prefix_caching,
             num_scheduler_steps=num_scheduler_steps,
+            kv_policy=kv_policy,
+            kv_budget=kv_budget,
+            recent_window=recent_window,
         )
         self.device = torch_device
         self.engine = LLMEngine(loaded, self.config, torch_dtype, torch_device, cuda_graphs=cuda_graphs)
@@ -168,6 +183,11 @@ class LLM:
             isinstance(p, SamplingParams) for p in params_list
         ):
             raise EngineError("sampling_params must be one SamplingParams or a list with one per prompt")
+        if self.config.kv_policy == "h2o" and any(sp.n > 1 for sp in params_list):
+            raise EngineError(
+                "n > 1 is not supported with kv_policy='h2o' (its samples would share KV blocks that h2o "
+                "rewrites); send n separate requests with different seeds, or use kv_policy='full'"
+            )
         token_lists = [self._tokenize(p) for p in prompt_list]
         groups = []
         for ids, sp in zip(token_lists, params_list, strict=False):
@@ -310,12 +330,42 @@ class LLM:
         self._run()
         return torch.stack([s.result for s in seqs]).cpu().numpy()
 
+    def stream_logprobs(self, texts: list[list[int]], prefill: int = 32) -> list[list[float]]:
+        """Teacher-forced log-probs of each text's tokens after its first ``prefill``: the first ``prefill``
+        tokens are prefilled, then every later true token is fed through a decode step (so under
+        ``kv_policy="h2o"`` the cache evicts exactly as in generation). Returns, per text, ``log p(t_i | t_<i)``
+        for ``i >= prefill``. This is the streaming perplexity evaluation of benchmarks/h2o.py."""
+        if not isinstance(texts, list) or not texts:
+            raise EngineError("texts must be a non-empty list of token-id lists")
+        if not isinstance(prefill, int) or prefill < 1:
+            raise EngineError(f"prefill must be an int >= 1, got {prefill!r}")
+        seqs = []
+        for ids in texts:
+            ids = self._tokenize(ids, what="text")
+            if len(ids) <= prefill:
+                raise EngineError(f"a text has {len(ids)} tokens; it needs more than prefill={prefill}")
+            sp = SamplingParams(temperature=0, max_tokens=len(ids) - prefill, ignore_eos=True, logprobs=0)
+            seq = Sequence(next(self._ids), ids[:prefill], SeqKind.GENERATE, sp, logits_from=prefill - 1,
+                           logprobs=[])
+            seq.forced = ids[prefill:]
+            seqs.append(seq)
+        for seq in seqs:
+            self.engine.add(seq)
+        self._run()
+        return [[entry[t] for t, entry in zip(s.output_token_ids, s.logprobs, strict=True)] for s in seqs]
+
     def stats(self) -> dict:
         """Tokens prefilled (computed), served from the prefix cache, generated; model steps and scheduler
-        rounds (fewer than steps when multi-step decoding runs several steps per round); engine wall time."""
+        rounds (fewer than steps when multi-step decoding runs several steps per round); engine wall time; KV
+        blocks in use now and at peak (since start or ``engine.block_manager.reset_peak()``) and their size."""
         s = self.engine.stats
         seen = s.prefill_tokens + s.cached_tokens
+        bm = self.engine.block_manager
         return {
+            "kv_policy": self.config.kv_policy,
+            "kv_blocks_in_use": bm.num_used_blocks,
+            "kv_blocks_peak": bm.peak_used,
+            "kv_block_bytes": self.engine.kv_block_bytes,
             "prefill_tokens": s.prefill_tokens,
             "cached_tokens": s.cached_tokens,
             "prefix_cache_hit_rate": s.cached_tokens / seen if seen else 0.0,
@@ -325,6 +375,38 @@ class LLM:
             "preemptions": self.engine.scheduler.num_preemptions,
             "wall_time_s": s.wall_time_s,
         }
+
+
+def _check_kv_policy(
+    policy: str, budget: int | None, recent: int | None, prefix_caching: bool | None
+) -> tuple[int, int]:
+    """Validate the KV policy settings; returns (kv_budget, recent_window), 0 and 0 under ``"full"``."""
+    if policy not in ("full", "h2o"):
+        raise EngineError(f"kv_policy must be 'full' or 'h2o', got {policy!r}")
+    if policy == "full":
+        if budget is not None or recent is not None:
+            raise EngineError("kv_budget and recent_window apply only to kv_policy='h2o'; pass kv_policy='h2o'")
+        return 0, 0
+    if prefix_caching:
+        raise EngineError(
+            "kv_policy='h2o' rewrites KV blocks in place, so it cannot share them through the prefix cache; "
+            "pass enable_prefix_caching=False (or leave it unset)"
+        )
+
+    def is_int(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if not is_int(budget) or budget < 2:
+        raise EngineError(f"kv_policy='h2o' needs kv_budget, an int >= 2 (tokens kept per head), got {budget!r}")
+    recent = max(budget // 2, 1) if recent is None else recent
+    if not is_int(recent) or recent < 1:
+        raise EngineError(f"recent_window must be an int >= 1, got {recent!r}")
+    if budget < recent + 1:
+        raise EngineError(
+            f"kv_budget={budget} must be at least recent_window + 1 = {recent + 1} (room for one heavy hitter); "
+            "raise kv_budget or lower recent_window"
+        )
+    return budget, recent
 
 
 def _reuse_freed_memory() -> None:

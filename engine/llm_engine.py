@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.block_manager import BlockManager
+from engine.block_manager import BlockManager, CappedBlockManager
 from engine.config import EngineConfig
 from engine.loader import LoadedModel
 from engine.loader.weights import load_weights
-from engine.model_runner import ModelRunner
+from engine.model_runner import ModelRunner, h2o_rows
 from engine.models.llama import LlamaForCausalLM
 from engine.sampler import Sampler, uniform_draws
 from engine.scheduler import Scheduler
@@ -52,13 +52,21 @@ class LLMEngine:
         model = LlamaForCausalLM(loaded.config, config.max_model_len).to(dtype)
         load_weights(model, loaded.weights)
         model.eval().to(self.device)
-        self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.h2o = config.kv_policy == "h2o"
+        if self.h2o:
+            self.block_manager = CappedBlockManager(
+                config.num_blocks, config.block_size, config.kv_budget + 1, h2o_rows(config)
+            )
+        else:
+            self.block_manager = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.block_manager)
         self.runner = ModelRunner(model, config, dtype, self.device, cuda_graphs=cuda_graphs)
         self.sampler = Sampler()
         self.stats = EngineStats()
         self.children: dict[int, list[Sequence]] = {}
         self.eos_ids = set(loaded.config.eos_token_ids)
+        self.kv_block_bytes = self.runner.kv_cache[:, :, 0].numel() * self.runner.kv_cache.element_size()
+        self.forcing = 0  # sequences with a teacher-forced continuation not yet finished
 
     def add(self, seq: Sequence, children: list[Sequence] | None = None) -> None:
         """Queue ``seq``; ``children`` (score continuations) are queued once ``seq`` is computed."""
@@ -67,6 +75,8 @@ class LLMEngine:
             for child in children:
                 child.parent = seq
             self.children[seq.seq_id] = children
+        if seq.forced is not None:
+            self.forcing += 1
         self.scheduler.add(seq)
 
     def run(self) -> None:
@@ -88,6 +98,10 @@ class LLMEngine:
             self.stats.prefill_tokens += seq.num_new_tokens
             self.stats.cached_tokens += seq.num_cached_tokens
         hidden, spans = self.runner.run(batch)
+        if self.h2o:
+            for seq in batch.prefill:
+                if seq.kv_row >= 0:
+                    self.block_manager.shrink(seq)
         seqs = batch.decode + batch.prefill
         gen = [i for i, s in enumerate(seqs) if s.kind == SeqKind.GENERATE]
         forks: list[tuple[Sequence, Sequence]] = []
@@ -112,6 +126,8 @@ class LLMEngine:
                 [s.sample_seed for s in gen_seqs],
                 [len(s) - s.num_prompt_tokens for s in gen_seqs],
             )
+            if self.forcing:
+                self._force(gen_seqs, logits, log_norm, tokens, token_logprobs)
             for j, seq in enumerate(gen_seqs):
                 top = None
                 if seq.params.logprobs:
@@ -154,10 +170,11 @@ class LLMEngine:
         """How many steps to decode ``batch`` before returning to the scheduler, and how many tokens each of its
         sequences may still generate: ``num_scheduler_steps`` for a pure decode batch of generating sequences that
         need no top-k log-probs, while nothing waiting could join it, and while the free blocks cover every
-        sequence's next steps; else 1. The blocks are reserved here."""
+        sequence's next steps; else 1 (also under ``kv_policy="h2o"`` and while a teacher-forced sequence runs,
+        whose steps need the host). The blocks are reserved here."""
         steps = self.config.num_scheduler_steps
         seqs = batch.decode
-        if steps <= 1 or not seqs or batch.prefill or batch.copies:
+        if steps <= 1 or not seqs or batch.prefill or batch.copies or self.h2o or self.forcing:
             return 1, []
         if self.scheduler.waiting and len(seqs) < self.config.max_num_seqs:
             return 1, []
@@ -251,7 +268,25 @@ class LLMEngine:
             seq.result = values[at : at + len(seq.score_targets)]
             at += len(seq.score_targets)
 
+    @staticmethod
+    def _force(seqs: list[Sequence], logits: torch.Tensor, log_norm: torch.Tensor, tokens: list[int],
+               token_logprobs: list[float]) -> None:
+        """Replace the sampled token of each teacher-forced sequence by its next forced token (and its
+        log-prob under the model)."""
+        rows = [j for j, s in enumerate(seqs) if s.forced is not None]
+        if not rows:
+            return
+        forced = [seqs[j].forced[len(seqs[j]) - seqs[j].num_prompt_tokens] for j in rows]
+        idx = torch.tensor(rows, device=logits.device)
+        tgt = torch.tensor(forced, device=logits.device)
+        lps = (logits[idx, tgt] - log_norm[idx]).tolist()
+        for j, t, lp in zip(rows, forced, lps, strict=True):
+            tokens[j], token_logprobs[j] = t, lp
+
     def _finish(self, seq: Sequence) -> None:
+        if seq.forced is not None:
+            seq.forced = None
+            self.forcing -= 1
         self.scheduler.finish(seq)
         for child in self.children.pop(seq.seq_id, []):
             self.scheduler.add(child, front=True)
@@ -305,3 +340,4 @@ class LLMEngine:
                     self.block_manager.deallocate(child.parent)
                     child.parent.pending_children = 0
         self.children.clear()
+        self.forcing = 0

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from engine import h2o
 from engine.config import EngineConfig, ModelConfig
 from engine.models.context import AttentionMetadata
 from engine.models.llama import LlamaForCausalLM
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
     """Bytes of K and V for one block across all layers."""
     return 2 * cfg.num_layers * block_size * cfg.num_kv_heads * cfg.head_dim * torch.finfo(dtype).bits // 8
+
+
+def h2o_rows(config: EngineConfig) -> int:
+    """Rows of the h2o state: one per generating sequence that can hold blocks at once."""
+    return min(config.max_num_seqs, config.num_blocks)
 
 
 def graph_batch_sizes(max_num_seqs: int) -> list[int]:
@@ -65,10 +71,19 @@ class ModelRunner:
         for i, layer in enumerate(model.layers):
             layer.self_attn.k_cache = self.kv_cache[0, i]
             layer.self_attn.v_cache = self.kv_cache[1, i]
+            layer.self_attn.layer_idx = i
         logger.info("KV cache: %d blocks of %d tokens on %s", config.num_blocks, config.block_size, self.device)
         self.on_cuda = self.device.type == "cuda"
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        if self.on_cuda and cuda_graphs:
+        self.h2o: h2o.H2OState | None = None
+        if config.kv_policy == "h2o":
+            self.h2o = h2o.H2OState(
+                cfg.num_layers, h2o_rows(config), cfg.num_kv_heads, config.kv_budget, config.recent_window,
+                self.device,
+            )
+            if self.on_cuda and cuda_graphs:
+                logger.info("kv_policy='h2o': decode steps run eagerly (no CUDA graphs)")
+        elif self.on_cuda and cuda_graphs:
             self.capture_graphs()
 
     def _tensor(self, data: list, dtype: torch.dtype = torch.long) -> torch.Tensor:
@@ -109,7 +124,10 @@ class ModelRunner:
             p = len(seq) - 1
             ids.append(seq.token_ids[-1])
             pos.append(p)
-            slots.extend(self._slots(seq, p, p + 1))
+            if self.h2o is None:
+                slots.extend(self._slots(seq, p, p + 1))
+            else:  # h2o decode tokens go to per-head slots (engine/h2o.py), not to their position's slot
+                slots.append(-1)
         cu = [0]
         for seq in batch.prefill:
             start = seq.num_cached_tokens
@@ -130,6 +148,10 @@ class ModelRunner:
             decode_max_context_len=max((len(s) for s in dec), default=0),
             prefill_max_new_tokens=max((b - a for a, b in zip(cu, cu[1:], strict=False)), default=0),
         )
+        if self.h2o is not None:
+            meta.h2o = h2o.begin_step(
+                self.h2o, dec, pre, cu, meta.decode_block_tables, self.config.block_size, self.device
+            )
         nd = len(dec)
         firsts = list(range(nd))
         for i, seq in enumerate(pre):
@@ -146,6 +168,8 @@ class ModelRunner:
             return self._replay(batch)
         input_ids, positions, meta, firsts, ends = self.prepare(batch)
         hidden = self.model(input_ids, positions, meta)
+        if meta.h2o is not None:
+            h2o.finish_step(meta.h2o, self.kv_cache, self.config.block_size)
         index: list[int] = []
         spans: list[tuple[int, int]] = []
         for first, end in zip(firsts, ends, strict=True):

@@ -52,6 +52,8 @@ class Sequence:
     stop_scan_from: int = 0
     score_targets: list[int] = field(default_factory=list)
     result: object = None
+    kv_row: int = -1  # row of the h2o state (engine/h2o.py) while a kv_policy="h2o" sequence holds blocks
+    forced: list[int] | None = None  # teacher-forced continuation (LLM.stream_logprobs) instead of sampling
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = self.num_prompt_tokens or len(self.token_ids)

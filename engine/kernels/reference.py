@@ -36,6 +36,27 @@ def add_rms_norm(
     return weight * h.to(dtype), summed
 
 
+def rotate(
+    qkv: torch.Tensor,
+    positions: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split fused QKV rows ``[tokens, (heads + 2 kv_heads) * dim]`` into queries, keys and values, with
+    rotate-half RoPE applied to the queries and keys (``cos``/``sin``: ``[max_pos, dim]`` tables holding
+    ``(cos, cos)`` and ``(-sin, sin)``)."""
+    q_size, kv_size = num_heads * head_dim, num_kv_heads * head_dim
+    qk = qkv[:, : q_size + kv_size].view(-1, num_heads + num_kv_heads, head_dim)
+    c, s = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
+    x1, x2 = qk.chunk(2, dim=-1)
+    qk = torch.addcmul(qk * c, torch.cat((x2, x1), dim=-1), s)
+    q, k = qk.split([num_heads, num_kv_heads], dim=1)
+    return q, k, qkv[:, q_size + kv_size :].view(-1, num_kv_heads, head_dim)
+
+
 def rotary_store(
     qkv: torch.Tensor,
     positions: torch.Tensor,
@@ -48,16 +69,9 @@ def rotary_store(
     num_kv_heads: int,
     head_dim: int,
 ) -> torch.Tensor:
-    """Rotate-half RoPE on the query and key heads of fused QKV rows ``[tokens, (heads + 2 kv_heads) * dim]``
-    (``cos``/``sin``: ``[max_pos, dim]`` tables holding ``(cos, cos)`` and ``(-sin, sin)``); the rotated keys and
-    the values are stored at ``slot_mapping``; returns the rotated queries ``[tokens, heads, dim]``."""
-    q_size, kv_size = num_heads * head_dim, num_kv_heads * head_dim
-    qk = qkv[:, : q_size + kv_size].view(-1, num_heads + num_kv_heads, head_dim)
-    c, s = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
-    x1, x2 = qk.chunk(2, dim=-1)
-    qk = torch.addcmul(qk * c, torch.cat((x2, x1), dim=-1), s)
-    q, k = qk.split([num_heads, num_kv_heads], dim=1)
-    store_kv(k, qkv[:, q_size + kv_size :].view(-1, num_kv_heads, head_dim), k_cache, v_cache, slot_mapping)
+    """``rotate``, then store the keys and values at ``slot_mapping``; returns the rotated queries."""
+    q, k, v = rotate(qkv, positions, cos, sin, num_heads, num_kv_heads, head_dim)
+    store_kv(k, v, k_cache, v_cache, slot_mapping)
     return q
 
 

@@ -20,3 +20,4 @@ class AttentionMetadata:
     prefill_block_tables: torch.Tensor
     decode_max_context_len: int | None = None
     prefill_max_new_tokens: int | None = None
+    h2o: object = None  # engine.h2o.H2OStep when kv_policy="h2o", else None

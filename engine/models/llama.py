@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from engine import kernels
+from engine import h2o, kernels
 from engine.config import ModelConfig
 from engine.models.context import AttentionMetadata
 
@@ -77,10 +77,17 @@ class Attention(nn.Module):
         self.scale = cfg.head_dim**-0.5
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
+        self.layer_idx = 0
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        qkv = self.qkv_proj(x)
+        if meta.h2o is not None:
+            q, k, v = kernels.reference.rotate(
+                qkv, positions, self.rotary.cos, self.rotary.sin, self.num_heads, self.num_kv_heads, self.head_dim
+            )
+            return self.o_proj(h2o.attention(self, self.layer_idx, q, k, v, meta).flatten(1))
         q = kernels.rotary_store(
-            self.qkv_proj(x),
+            qkv,
             positions,
             self.rotary.cos,
             self.rotary.sin,
