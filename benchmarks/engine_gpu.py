@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import time
 
@@ -47,8 +48,9 @@ def sync() -> None:
 
 
 @torch.inference_mode()
-def _timed_peer(model, prompts: list[list[int]], new_tokens: int, warm_up: bool) -> float:
-    """Seconds for one batched, left-padded static-cache ``generate`` of ``new_tokens`` for every prompt."""
+def _timed_peer(model, prompts: list[list[int]], new_tokens: int, warm_up: bool, repeats: int) -> float:
+    """Median seconds of ``repeats`` batched, left-padded static-cache ``generate`` calls of ``new_tokens`` for
+    every prompt."""
     pad = 2
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device="cuda")
@@ -57,11 +59,14 @@ def _timed_peer(model, prompts: list[list[int]], new_tokens: int, warm_up: bool)
                   max_new_tokens=new_tokens, min_new_tokens=new_tokens, cache_implementation="static")
     if warm_up:
         model.generate(**kwargs)
-    sync()
-    t = time.perf_counter()
-    model.generate(**kwargs)
-    sync()
-    return time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        model.generate(**kwargs)
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def throughput(args, rng: random.Random) -> dict:
@@ -78,20 +83,24 @@ def throughput(args, rng: random.Random) -> dict:
               max_num_batched_tokens=16384)
     load_s = time.perf_counter() - t
     params = [SamplingParams(temperature=0.6, max_tokens=m, ignore_eos=True, seed=i) for i, m in enumerate(out_lens)]
-    warm = [[rng.randint(0, 10000) for _ in range(rng.randint(lo, hi))] for _ in range(16)]
-    llm.generate(warm, SamplingParams(max_tokens=16, ignore_eos=True))  # compiles the Triton kernels' variants
+    # Warm-up: the identical call once per setting (the peer's warm-up is its identical call too), so neither
+    # side pays Triton or torch.compile compilation or first-touch allocation in the timed runs.
     by_steps = {}
     for steps in args.scheduler_steps:
         llm.engine.config.num_scheduler_steps = steps
-        sync()
-        t = time.perf_counter()
-        outs = llm.generate(prompts, params)
-        sync()
-        elapsed = time.perf_counter() - t
-        produced = sum(len(o.outputs[0].token_ids) for o in outs)
-        assert produced == useful, (produced, useful)
-        by_steps[steps] = elapsed
-        print(f"ours, num_scheduler_steps={steps}: {elapsed:.2f}s, {useful / elapsed:,.0f} output tok/s", flush=True)
+        llm.generate(prompts, params)
+        times = []
+        for _ in range(args.repeats):
+            sync()
+            t = time.perf_counter()
+            outs = llm.generate(prompts, params)
+            sync()
+            times.append(time.perf_counter() - t)
+            produced = sum(len(o.outputs[0].token_ids) for o in outs)
+            assert produced == useful, (produced, useful)
+        by_steps[steps] = statistics.median(times)
+        print(f"ours, num_scheduler_steps={steps}: median of {args.repeats} {by_steps[steps]:.2f}s "
+              f"({', '.join(f'{x:.2f}' for x in times)}), {useful / by_steps[steps]:,.0f} output tok/s", flush=True)
     default_steps = 32 if 32 in by_steps else args.scheduler_steps[-1]
     ours_s = by_steps[default_steps]
     ours_tps = useful / ours_s
@@ -106,12 +115,12 @@ def throughput(args, rng: random.Random) -> dict:
     # same call; if compilation fails here, the peer falls back to eager static-cache generate and says so.
     peer_mode = "static cache, transformers' default compilation"
     try:
-        peer_s = _timed_peer(model, prompts, max(out_lens), warm_up=True)
+        peer_s = _timed_peer(model, prompts, max(out_lens), warm_up=True, repeats=args.repeats)
     except Exception as exc:  # noqa: BLE001 - any compile failure: measure the eager path instead
         print(f"transformers static-cache compile failed ({type(exc).__name__}: {exc}); measuring eager", flush=True)
         model.generation_config.disable_compile = True
         peer_mode = "static cache, eager (compilation failed)"
-        peer_s = _timed_peer(model, prompts, max(out_lens), warm_up=True)
+        peer_s = _timed_peer(model, prompts, max(out_lens), warm_up=True, repeats=args.repeats)
     peer_tps = useful / peer_s
     raw_tps = n * max(out_lens) / peer_s
     print(f"transformers: {peer_s:.2f}s, {peer_tps:,.0f} useful output tok/s ({raw_tps:,.0f} raw)", flush=True)
@@ -189,6 +198,7 @@ def main() -> None:
     ap.add_argument("--scheduler-steps", default="1,8,16,32",
                     help="num_scheduler_steps values to time ours with (the figure reported is the default, 32)")
     ap.add_argument("--skip-scoring", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per throughput setting (median reported)")
     args = ap.parse_args()
     args.scheduler_steps = [int(v) for v in args.scheduler_steps.split(",")]
     args.num_seqs, args.max_len, args.num_score = (64, 256, 5120) if args.quick else (256, 1024, 51200)
