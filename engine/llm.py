@@ -15,6 +15,7 @@ from engine.errors import EngineError
 from engine.llm_engine import LLMEngine
 from engine.loader import load_model_files
 from engine.model_runner import kv_bytes_per_block
+from engine.models.quantize import CALIBRATION_TEXTS, quantize_int8
 from engine.outputs import ChoiceScore, CompletionOutput, RequestOutput, ScoreOutput
 from engine.sampling_params import SamplingParams
 from engine.sequence import SeqKind, Sequence
@@ -57,7 +58,9 @@ class LLM:
     ``model`` is ``"smollm2-135m"``, a ``.gguf`` file or a HF-style folder. ``kv_cache_memory`` is in bytes.
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``dtype``
     ``"auto"`` is bfloat16 on CUDA and float32 on the CPU. On CUDA the attention ops are our Triton kernels and
-    decode steps replay CUDA graphs (``cuda_graphs=False`` runs eagerly, for debugging).
+    decode steps replay CUDA graphs (``cuda_graphs=False`` runs eagerly, for debugging). ``quantization="int8"``
+    (CPU, float32 only) runs the linear layers and the LM head as int8 GEMMs (see engine/models/quantize.py):
+    faster, at a small accuracy cost; the default ``None`` keeps the exact fp32 weights.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class LLM:
         max_num_batched_tokens: int | None = None,
         enable_prefix_caching: bool = True,
         cuda_graphs: bool = True,
+        quantization: str | None = None,
     ) -> None:
         torch_device = resolve_device(device)
         if dtype == "auto":
@@ -81,6 +85,7 @@ class LLM:
             torch_dtype = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(dtype)
         if torch_dtype is None:
             raise EngineError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        _check_quantization(quantization, torch_device, torch_dtype)
         if not isinstance(max_num_seqs, int) or max_num_seqs < 1:
             raise EngineError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
         if torch_device.type == "cpu":
@@ -113,6 +118,10 @@ class LLM:
         self.seed = seed
         self._ids = itertools.count()
         self._requests = itertools.count()
+        self.quantization = quantization
+        if quantization == "int8":
+            texts = [self.tokenizer.encode(t)[: self.config.max_model_len - 1] for t in CALIBRATION_TEXTS]
+            quantize_int8(self.engine.runner.model, lambda: self.embed(texts))
 
     def _tokenize(self, prompt: Prompt, what: str = "prompt") -> list[int]:
         if isinstance(prompt, str):
@@ -314,6 +323,21 @@ class LLM:
             "preemptions": self.engine.scheduler.num_preemptions,
             "wall_time_s": s.wall_time_s,
         }
+
+
+def _check_quantization(quantization: str | None, device: torch.device, dtype: torch.dtype) -> None:
+    """``None`` or ``"int8"``; int8 runs fbgemm GEMMs, so it needs the CPU and float32 activations."""
+    if quantization is None:
+        return
+    if quantization != "int8":
+        raise EngineError(f"unknown quantization {quantization!r}; use None (fp32 weights) or 'int8'")
+    if device.type != "cpu":
+        raise EngineError(
+            f"quantization='int8' runs on the CPU only (fbgemm), not on {device}; use device='cpu' or "
+            "quantization=None"
+        )
+    if dtype != torch.float32:
+        raise EngineError(f"quantization='int8' needs dtype='float32' (got {dtype}); use dtype='auto' or 'float32'")
 
 
 def _reuse_freed_memory() -> None:
