@@ -299,6 +299,12 @@ def main() -> None:
                 f"; vs fp32 transformers: {same}/{n_greedy} identical, mean common prefix "
                 f"{sum(prefix) / len(prefix):.0f}/128 tokens"
             )
+            if peer is not ref:
+                own = [common_prefix(a, b) for a, b in zip(peer["greedy_ids"], ref["greedy_ids"], strict=False)]
+                extra += (
+                    f"; the int8 peer vs fp32: {sum(k == 128 for k in own)}/{n_greedy} identical, mean common "
+                    f"prefix {sum(own) / len(own):.0f}/128"
+                )
             peer_tokens = sum(map(len, peer["greedy_ids"]))
             print(line("greedy", greedy_tokens / ours["greedy"], peer_tokens / peer["greedy"], 2, extra, tag))
 
