@@ -7,6 +7,11 @@ speed ratio, peak RSS and our prefix-cache hit rate.
     python benchmarks/engine_cpu.py            # full sizes
     python benchmarks/engine_cpu.py --quick    # smaller sizes, same shapes
     python benchmarks/engine_cpu.py --only sampling,greedy   # a subset of the workloads
+    python benchmarks/engine_cpu.py --quantization int8      # ours with int8 weights
+
+With ``--quantization int8`` ours runs ``LLM(quantization="int8")`` and the peer runs twice: as shipped (fp32, the
+accuracy reference: scoring argmax and greedy tokens are compared against it) and with torch's dynamic int8
+quantization (per-channel weights) applied to its ``nn.Linear`` layers, so both speed ratios are printed.
 """
 
 import argparse
@@ -16,6 +21,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 
 import torch
 
@@ -83,17 +89,71 @@ def hf_score(model, items: list[tuple[list[int], list[list[int]]]], batch_size: 
 
 
 @torch.inference_mode()
-def hf_generate(model, prompts: list[list[int]], batch_size: int, **kwargs) -> int:
-    """Left-padded batched ``generate``; returns the number of new tokens produced."""
-    total = 0
+def hf_generate(model, prompts: list[list[int]], batch_size: int, **kwargs) -> list[list[int]]:
+    """Left-padded batched ``generate``; returns the new tokens of each returned sequence."""
+    new: list[list[int]] = []
     for b in range(0, len(prompts), batch_size):
         chunk = prompts[b : b + batch_size]
         width = max(len(p) for p in chunk)
         ids = torch.tensor([[2] * (width - len(p)) + p for p in chunk])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
         out = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=2, **kwargs)
-        total += out[:, width:].numel()
-    return total
+        new.extend(out[:, width:].tolist())
+    return new
+
+
+def hf_int8(model):
+    """The peer with torch's dynamic int8 quantization (per-channel weights) on every ``nn.Linear``, in place.
+
+    torch 2.13 deprecates ``torch.ao.quantization`` and qint8 tensor creation; only those warnings are silenced."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(torch\.ao\.quantization|quantized tensor).*deprecated")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\.quantization")
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+
+
+def run_peer(model, tag: str, only: set[str], score_items, gen_ids, n_sample: int, n_greedy: int) -> dict:
+    """Time the peer on the selected workloads; returns seconds per workload plus its outputs."""
+    peer: dict = {}
+    if "scoring" in only:
+        t = time.perf_counter()
+        peer["scores"] = hf_score(model, score_items, batch_size=32)
+        peer["scoring"] = time.perf_counter() - t
+        print(f"{tag}: score {peer['scoring']:.1f}s", flush=True)
+    if "sampling" in only:
+        t = time.perf_counter()
+        out = hf_generate(
+            model,
+            gen_ids[:n_sample],
+            32,
+            do_sample=True,
+            temperature=0.8,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=64,
+            min_new_tokens=64,
+            num_return_sequences=8,
+        )
+        peer["sampling"] = time.perf_counter() - t
+        peer["sample_tokens"] = sum(map(len, out))
+        print(f"{tag}: sample {peer['sampling']:.1f}s", flush=True)
+    if "greedy" in only:
+        t = time.perf_counter()
+        peer["greedy_ids"] = hf_generate(
+            model, gen_ids[:n_greedy], 64, do_sample=False, max_new_tokens=128, min_new_tokens=128
+        )
+        peer["greedy"] = time.perf_counter() - t
+        print(f"{tag}: greedy {peer['greedy']:.1f}s", flush=True)
+    return peer
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    return k
 
 
 def hit_rate(before: dict, after: dict) -> float:
@@ -103,11 +163,11 @@ def hit_rate(before: dict, after: dict) -> float:
     return cached / max(1, cached + after["prefill_tokens"] - before["prefill_tokens"])
 
 
-def line(name: str, ours_tps: float, peer_tps: float, target: float, extra: str = "") -> str:
+def line(name: str, ours_tps: float, peer_tps: float, target: float, extra: str = "", peer: str = "") -> str:
     ratio = ours_tps / peer_tps
     ok = "meets" if ratio >= target else "below"
     return (
-        f"{name:<10} ours {ours_tps:9.1f} tok/s | transformers {peer_tps:9.1f} tok/s | ratio {ratio:5.2f}x "
+        f"{name:<10} ours {ours_tps:9.1f} tok/s | transformers{peer} {peer_tps:9.1f} tok/s | ratio {ratio:5.2f}x "
         f"(target {target:.0f}x, {ok}){extra}"
     )
 
@@ -122,6 +182,12 @@ def main() -> None:
         default="scoring,sampling,greedy",
         help="comma-separated workloads to run (scoring, sampling, greedy); default all",
     )
+    ap.add_argument(
+        "--quantization",
+        choices=["int8"],
+        default=None,
+        help="run ours with LLM(quantization=...); the peer then also runs with dynamic int8 on its nn.Linear",
+    )
     args = ap.parse_args()
     only = set(args.only.split(","))
     if not only or only - {"scoring", "sampling", "greedy"}:
@@ -133,11 +199,18 @@ def main() -> None:
         f"# engine_cpu  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
         f"{platform.processor() or platform.machine()}"
         f"  torch threads {torch.get_num_threads()}  cores {os.cpu_count()}  quick={args.quick}"
+        f"  quantization {args.quantization}"
         f"  workloads {','.join(w for w in ('scoring', 'sampling', 'greedy') if w in only)}"
     )
 
     t = time.perf_counter()
-    llm = LLM("smollm2-135m", max_model_len=1024, max_num_seqs=256, kv_cache_memory=2 << 30)
+    llm = LLM(
+        "smollm2-135m",
+        max_model_len=1024,
+        max_num_seqs=256,
+        kv_cache_memory=2 << 30,
+        quantization=args.quantization,
+    )
     print(f"ours: model load {time.perf_counter() - t:.1f}s")
     tok = llm.tokenizer
     score_prompts = [
@@ -194,62 +267,46 @@ def main() -> None:
     t = time.perf_counter()
     model = hf_model(resolve_model_path("smollm2-135m"))
     print(f"transformers: model load {time.perf_counter() - t:.1f}s")
-    peer: dict[str, float] = {}
-    results = []
-    if "scoring" in only:
-        t = time.perf_counter()
-        peer_scores = hf_score(model, list(zip(prompt_ids, choice_ids, strict=False)), batch_size=32)
-        peer["scoring"] = time.perf_counter() - t
-        print(f"transformers: score {peer['scoring']:.1f}s", flush=True)
-        same = sum(
-            max(range(len(p)), key=p.__getitem__) == o.best
-            for p, o in zip(peer_scores, ours_scores, strict=False)
-        )
-        max_diff = max(
-            abs(a - c.logprob)
-            for p, o in zip(peer_scores, ours_scores, strict=False)
-            for a, c in zip(p, o.choices, strict=False)
-        )
-        results.append(
-            line(
-                "scoring",
-                score_tokens / ours["scoring"],
-                score_tokens / peer["scoring"],
-                5,
-                f"; argmax identical {same}/{n_score}, max |logprob diff| {max_diff:.2e}",
-            )
-        )
     gen_ids = [tok.encode(p) for p in gen_prompts]
-    if "sampling" in only:
-        t = time.perf_counter()
-        peer_sample_tokens = hf_generate(
-            model,
-            gen_ids[:n_sample],
-            32,
-            do_sample=True,
-            temperature=0.8,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=64,
-            min_new_tokens=64,
-            num_return_sequences=8,
-        )
-        peer["sampling"] = time.perf_counter() - t
-        print(f"transformers: sample {peer['sampling']:.1f}s", flush=True)
-        results.append(
-            line("sampling", sample_tokens / ours["sampling"], peer_sample_tokens / peer["sampling"], 3)
-        )
-    if "greedy" in only:
-        t = time.perf_counter()
-        peer_greedy_tokens = hf_generate(
-            model, gen_ids[:n_greedy], 64, do_sample=False, max_new_tokens=128, min_new_tokens=128
-        )
-        peer["greedy"] = time.perf_counter() - t
-        print(f"transformers: greedy {peer['greedy']:.1f}s", flush=True)
-        results.append(line("greedy", greedy_tokens / ours["greedy"], peer_greedy_tokens / peer["greedy"], 2))
+    score_items = list(zip(prompt_ids, choice_ids, strict=False))
+    peers = [("", run_peer(model, "transformers", only, score_items, gen_ids, n_sample, n_greedy))]
+    if args.quantization:
+        hf_int8(model)
+        peers.append((" int8", run_peer(model, "transformers int8", only, score_items, gen_ids, n_sample, n_greedy)))
     print(f"transformers: peak RSS (whole process) {peak_rss_mb():.0f} MB")
-    for r in results:
-        print(r)
+    ref = peers[0][1]  # the fp32 peer: the accuracy reference
+    for tag, peer in peers:
+        if "scoring" in only:
+            same = sum(
+                max(range(len(p)), key=p.__getitem__) == o.best
+                for p, o in zip(ref["scores"], ours_scores, strict=False)
+            )
+            max_diff = max(
+                abs(a - c.logprob)
+                for p, o in zip(ref["scores"], ours_scores, strict=False)
+                for a, c in zip(p, o.choices, strict=False)
+            )
+            extra = f"; argmax vs fp32 transformers identical {same}/{n_score}, max |logprob diff| {max_diff:.2e}"
+            print(line("scoring", score_tokens / ours["scoring"], score_tokens / peer["scoring"], 5, extra, tag))
+        if "sampling" in only:
+            ours_tps, peer_tps = sample_tokens / ours["sampling"], peer["sample_tokens"] / peer["sampling"]
+            print(line("sampling", ours_tps, peer_tps, 3, peer=tag))
+        if "greedy" in only:
+            ours_ids = [r.outputs[0].token_ids for r in ours_greedy]
+            prefix = [common_prefix(a, b) for a, b in zip(ours_ids, ref["greedy_ids"], strict=False)]
+            same = sum(k == 128 for k in prefix)
+            extra = (
+                f"; vs fp32 transformers: {same}/{n_greedy} identical, mean common prefix "
+                f"{sum(prefix) / len(prefix):.0f}/128 tokens"
+            )
+            if peer is not ref:
+                own = [common_prefix(a, b) for a, b in zip(peer["greedy_ids"], ref["greedy_ids"], strict=False)]
+                extra += (
+                    f"; the int8 peer vs fp32: {sum(k == 128 for k in own)}/{n_greedy} identical, mean common "
+                    f"prefix {sum(own) / len(own):.0f}/128"
+                )
+            peer_tokens = sum(map(len, peer["greedy_ids"]))
+            print(line("greedy", greedy_tokens / ours["greedy"], peer_tokens / peer["greedy"], 2, extra, tag))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from engine.errors import EngineError
 from engine.llm_engine import LLMEngine
 from engine.loader import load_model_files
 from engine.model_runner import kv_bytes_per_block
+from engine.models.quantize import CALIBRATION_TEXTS, quantize_int8
 from engine.outputs import ChoiceScore, CompletionOutput, RequestOutput, ScoreOutput
 from engine.sampling_params import SamplingParams
 from engine.sequence import SeqKind, Sequence
@@ -67,6 +68,9 @@ class LLM:
     ``kv_budget // 2``) plus those with the most accumulated attention. It needs prefix caching off (the default
     under h2o) and runs its attention in torch ops, without CUDA graphs. ``kv_policy="full"`` (the default)
     keeps every token.
+
+    ``quantization="int8"`` (CPU, float32 only) runs the linear layers and the LM head as int8 GEMMs (see engine/models/quantize.py):
+    faster, at a small accuracy cost; the default ``None`` keeps the exact fp32 weights.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class LLM:
         kv_policy: str = "full",
         kv_budget: int | None = None,
         recent_window: int | None = None,
+        quantization: str | None = None,
     ) -> None:
         kv_budget, recent_window = _check_kv_policy(kv_policy, kv_budget, recent_window, enable_prefix_caching)
         if enable_prefix_caching is None:
@@ -101,6 +106,7 @@ class LLM:
             torch_dtype = dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(dtype)
         if torch_dtype is None:
             raise EngineError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        _check_quantization(quantization, torch_device, torch_dtype)
         if not isinstance(max_num_seqs, int) or max_num_seqs < 1:
             raise EngineError(f"max_num_seqs must be an int >= 1, got {max_num_seqs!r}")
         if torch_device.type == "cpu":
@@ -137,6 +143,10 @@ class LLM:
         self.seed = seed
         self._ids = itertools.count()
         self._requests = itertools.count()
+        self.quantization = quantization
+        if quantization == "int8":
+            texts = [self.tokenizer.encode(t)[: self.config.max_model_len - 1] for t in CALIBRATION_TEXTS]
+            quantize_int8(self.engine.runner.model, lambda: self.embed(texts))
 
     def _tokenize(self, prompt: Prompt, what: str = "prompt") -> list[int]:
         if isinstance(prompt, str):
@@ -407,6 +417,21 @@ def _check_kv_policy(
             "raise kv_budget or lower recent_window"
         )
     return budget, recent
+
+
+def _check_quantization(quantization: str | None, device: torch.device, dtype: torch.dtype) -> None:
+    """``None`` or ``"int8"``; int8 runs fbgemm GEMMs, so it needs the CPU and float32 activations."""
+    if quantization is None:
+        return
+    if quantization != "int8":
+        raise EngineError(f"unknown quantization {quantization!r}; use None (fp32 weights) or 'int8'")
+    if device.type != "cpu":
+        raise EngineError(
+            f"quantization='int8' runs on the CPU only (fbgemm), not on {device}; use device='cpu' or "
+            "quantization=None"
+        )
+    if dtype != torch.float32:
+        raise EngineError(f"quantization='int8' needs dtype='float32' (got {dtype}); use dtype='auto' or 'float32'")
 
 
 def _reuse_freed_memory() -> None:
