@@ -69,8 +69,8 @@ class LLM:
     under h2o) and runs its attention in torch ops, without CUDA graphs. ``kv_policy="full"`` (the default)
     keeps every token.
 
-    ``quantization="int8"`` (CPU, float32 only) runs the linear layers and the LM head as int8 GEMMs (see engine/models/quantize.py):
-    faster, at a small accuracy cost; the default ``None`` keeps the exact fp32 weights.
+    ``quantization="int8"`` (CPU, float32 only) runs the linear layers and the LM head as int8 GEMMs (see
+    engine/models/quantize.py): faster, at a small accuracy cost; the default ``None`` keeps the exact fp32 weights.
     """
 
     def __init__(

@@ -95,8 +95,10 @@ def channel_maxima(model: nn.Module, run: Callable[[], object]) -> dict[str, tor
     maxima: dict[str, torch.Tensor] = {}
 
     def record(name: str) -> Callable:
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            x = (output if name == "lm_head" else inputs[0]).detach()
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor | tuple) -> None:
+            # The final RMSNorm returns (normalized, residual); its first output is the LM head's input.
+            x = (output[0] if isinstance(output, tuple) else output) if name == "lm_head" else inputs[0]
+            x = x.detach()
             m = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).float()
             maxima[name] = m if name not in maxima else torch.maximum(maxima[name], m)
 
