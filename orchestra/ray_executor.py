@@ -131,6 +131,11 @@ class RayExecutor(Executor):
     cpus_per_actor
         CPUs reserved per actor, also its torch thread count (default: the cluster's CPUs // actors, at most
         one node's CPUs: an actor never spans nodes).
+    gpus_per_actor
+        GPUs reserved per actor (Ray then sets each actor's ``CUDA_VISIBLE_DEVICES``, so ``device="cuda"`` is
+        the actor's own GPU). Default: 1 when the engine recipe's ``device`` is ``"cuda"``/``"cuda:N"``, or
+        ``"auto"`` (the default) on a cluster with GPUs; else 0. With GPUs, the default actor count is the
+        cluster's GPUs // ``gpus_per_actor``.
     init_kwargs
         Extra ``ray.init`` arguments when this executor starts Ray (e.g. ``object_store_memory``).
     """
@@ -139,16 +144,20 @@ class RayExecutor(Executor):
 
     def __init__(self, engine: EngineRecipe | None = None, address: str | None = None,
                  num_actors: int | None = None, cpus_per_actor: int | None = None,
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+                 gpus_per_actor: float | None = None, init_kwargs: dict[str, Any] | None = None) -> None:
         if num_actors is not None and (not isinstance(num_actors, int) or num_actors < 1):
             raise OrchestraError(f"num_actors must be a whole number >= 1, got {num_actors!r}")
         if cpus_per_actor is not None and (not isinstance(cpus_per_actor, int) or cpus_per_actor < 1):
             raise OrchestraError(f"cpus_per_actor must be a whole number >= 1, got {cpus_per_actor!r}")
+        if gpus_per_actor is not None and (isinstance(gpus_per_actor, bool)
+                                           or not isinstance(gpus_per_actor, int | float) or gpus_per_actor < 0):
+            raise OrchestraError(f"gpus_per_actor must be a number >= 0, got {gpus_per_actor!r}")
         import_ray()  # fail before anything is written when ray is not installed
         self.recipe = engine
         self.address = address
         self.num_actors = num_actors
         self.cpus_per_actor = cpus_per_actor
+        self.gpus_per_actor = gpus_per_actor
         self.init_kwargs = dict(init_kwargs or {})
         self.totals = LazyEngine(engine)
         self._started_ray = False
@@ -174,8 +183,25 @@ class RayExecutor(Executor):
             self._started_ray = True
         return ray
 
-    def _sizes(self, ray: Any) -> tuple[int, int]:
-        """(actors, CPUs per actor): an actor lives on one node, so it never asks for more than a node has."""
+    def _gpus(self, ray: Any, needs_engine: bool) -> tuple[float, list[float]]:
+        """GPUs per actor and each live node's GPUs; a CUDA engine on a cluster without GPUs is an error."""
+        node_gpus = [float(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n.get("Alive")]
+        device = str((self.recipe.options if self.recipe else {}).get("device", "auto")) if needs_engine else "cpu"
+        per_actor = self.gpus_per_actor
+        if per_actor is None:
+            on_cuda = device.startswith("cuda") or (device == "auto" and sum(node_gpus) > 0)
+            per_actor = 1.0 if needs_engine and on_cuda else 0.0
+        if per_actor > 0 and per_actor > max(node_gpus, default=0.0):
+            raise OrchestraError(
+                f"each Ray actor needs {per_actor:g} GPU(s) for the engine (device={device!r}), but the largest "
+                f"Ray node has {max(node_gpus, default=0.0):g}; start the cluster on GPU nodes, or run the engine "
+                "on the CPU (engine option device: cpu)"
+            )
+        return per_actor, node_gpus
+
+    def _sizes(self, ray: Any, gpus: float = 0.0, node_gpus: Sequence[float] = ()) -> tuple[int, int]:
+        """(actors, CPUs per actor): an actor lives on one node, so it never asks for more than a node has;
+        with ``gpus`` per actor, the default count is what the nodes' GPUs hold."""
         nodes = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
         nodes = [c for c in nodes if c > 0] or [1]
         if self.num_actors is not None:
@@ -184,6 +210,8 @@ class RayExecutor(Executor):
         else:
             per_actor = self.cpus_per_actor or min(CPUS_PER_ACTOR, max(nodes))
             actors = max(1, sum(c // per_actor for c in nodes))
+            if gpus > 0:
+                actors = max(1, min(actors, sum(int(g // gpus) for g in node_gpus)))
         room = sum(c // per_actor for c in nodes)
         if per_actor > max(nodes):
             raise OrchestraError(f"cpus_per_actor={per_actor} but the largest Ray node has {max(nodes)} CPUs; "
@@ -201,14 +229,15 @@ class RayExecutor(Executor):
         if needs_engine and recipe is None:
             raise OrchestraError("the Ray executor builds one engine per actor: give it engine=EngineRecipe(...) "
                                  "(backend, model, options, cache) rather than a loaded LLM")
+        gpus, node_gpus = self._gpus(ray, needs_engine)
         if recipe is not None and recipe.cache is not None:
             here = ray.get_runtime_context().get_node_id()
             server = ray.remote(CacheServer).options(
                 num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))
             self._cache_server = server.remote(str(recipe.cache))
-        actors, per_actor = self._sizes(ray)
+        actors, per_actor = self._sizes(ray, gpus, node_gpus)
         register_user_modules(steps)
-        worker = ray.remote(ChunkWorker).options(num_cpus=per_actor)
+        worker = ray.remote(ChunkWorker).options(num_cpus=per_actor, num_gpus=gpus)
         shared = dataclasses.replace(context, engine=None, artifacts={})
         self._actors = [worker.remote(list(steps), shared, recipe, self._cache_server, per_actor)
                         for _ in range(actors)]
@@ -218,7 +247,8 @@ class RayExecutor(Executor):
             raise RuntimeError(f"{actors} Ray actors of {per_actor} CPUs did not start within "
                                f"{ACTOR_START_TIMEOUT_S:.0f} s; check the cluster's free CPUs (ray status) or pass "
                                "fewer --num-actors") from None
-        logger.info("ray: %d actors x %d CPUs%s", actors, per_actor, " with one engine each" if recipe else "")
+        logger.info("ray: %d actors x %d CPUs%s%s", actors, per_actor, f" + {gpus:g} GPU" if gpus else "",
+                    " with one engine each" if recipe else "")
 
     def run_chunks(self, steps: Sequence[Step], indices: Sequence[int], batch: Callable[[int], pd.DataFrame],
                    context: Context, on_done: ChunkDone) -> None:

@@ -233,3 +233,29 @@ def test_bad_input_with_the_ray_executor_exits_2_before_ray_starts(cli, tmp_path
     assert "unknown step 'label_modl'" in done.stderr and "ids in column 'id' repeat" in done.stderr
     assert "Ray" not in done.stderr, "no Ray instance was started"
     assert sorted(p.name for p in (tmp_path / "project").rglob("*")) == before
+
+
+def test_gpu_engines_reserve_gpus_and_a_cluster_without_gpus_says_so(cluster, tmp_path):
+    """On this CPU-only cluster: a CUDA engine recipe is refused before any actor starts, naming the fix; the
+    default device ("auto") and "cpu" reserve no GPU; an explicit GPU share is validated."""
+    from orchestra import PromptStep
+    from orchestra.executors import EngineRecipe
+    from orchestra.ray_executor import RayExecutor
+
+    data = pd.read_csv(EXAMPLES / "inputs" / "reviews.csv").head(4)
+    task = Task("reviews", ["negative", "positive"], "{text}")
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    try:
+        for device in ("auto", "cpu"):
+            executor = RayExecutor(engine=EngineRecipe(options={"device": device}))
+            assert executor._gpus(ray, needs_engine=True) == (0.0, [0.0, 0.0])
+        recipe = EngineRecipe(options={"device": "cuda"})
+        with pytest.raises(OrchestraError, match="largest Ray node has 0; start the cluster on GPU nodes"):
+            Pipeline([PromptStep()]).run(data, task=task, engine=recipe, executor="ray")
+        assert ray.available_resources().get("CPU") == ray.cluster_resources().get("CPU"), "no actor holds CPUs"
+        with pytest.raises(OrchestraError, match="largest Ray node has 0"):
+            RayExecutor(gpus_per_actor=0.5)._gpus(ray, needs_engine=False)
+    finally:
+        ray.shutdown()
+    with pytest.raises(OrchestraError, match="gpus_per_actor must be a number >= 0"):
+        RayExecutor(gpus_per_actor=-1)
