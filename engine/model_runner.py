@@ -281,6 +281,7 @@ class ModelRunner:
             b["tables"][:n, : tables.shape[1]].copy_(tables)
             b["step"][1:, n:graph_size] = torch.tensor([[-1], [0]], device=self.device)
         max_len = max(len(s) for s in seqs)
+        empty = torch.empty(0, dtype=torch.long, device=self.device)
         out_tokens = torch.empty(n, num_steps, dtype=torch.long, device=self.device)
         out_logprobs = torch.empty(n, num_steps, dtype=torch.float32, device=self.device)
         for step in range(num_steps):
@@ -290,7 +291,6 @@ class ModelRunner:
                 self.graphs[graph_size].replay()
                 hidden = b["out"][:n]
             else:
-                empty = torch.empty(0, dtype=torch.long, device=self.device)
                 meta = AttentionMetadata(
                     slot_mapping=layout[step, 1],
                     num_decode=n,

@@ -1,5 +1,8 @@
 """One real model load per test session: our engine and the transformers reference over the same GGUF."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -33,3 +36,22 @@ def hf_model():
     model.eval()
     torch.set_num_threads(torch.get_num_threads())
     return model
+
+
+@contextmanager
+def recorded_logits(llm) -> Iterator[list[torch.Tensor]]:
+    """Every logits tensor the engine's LM head computes while the block runs, in order."""
+    runner = llm.engine.runner
+    original = runner.logits
+    recorded: list[torch.Tensor] = []
+
+    def record(hidden):
+        out = original(hidden)
+        recorded.append(out.clone())
+        return out
+
+    runner.logits = record
+    try:
+        yield recorded
+    finally:
+        runner.logits = original

@@ -4,24 +4,12 @@ import torch
 
 from engine import SamplingParams
 
-from .conftest import PROMPTS
+from .conftest import PROMPTS, recorded_logits
 
 
 def test_prefill_and_decode_logits_match_transformers(llm, hf_model):
-    recorded = []
-    runner = llm.engine.runner
-    original = runner.logits
-
-    def record(hidden):
-        out = original(hidden)
-        recorded.append(out.clone())
-        return out
-
-    runner.logits = record
-    try:
+    with recorded_logits(llm) as recorded:
         out = llm.generate(PROMPTS[2], SamplingParams(temperature=0, max_tokens=32, ignore_eos=True))[0]
-    finally:
-        runner.logits = original
     ids = out.prompt_token_ids + out.outputs[0].token_ids
     assert len(recorded) == 32
     with torch.no_grad():

@@ -8,7 +8,7 @@ from engine.errors import EngineError
 from engine.llm import _check_quantization
 from engine.models.quantize import Int8Linear
 
-from .conftest import PROMPTS
+from .conftest import PROMPTS, recorded_logits
 
 LABEL_PROMPTS = [
     "Review: The food was cold and the staff ignored us.\nSentiment:",
@@ -36,21 +36,9 @@ def llm_int8(llm):
 
 def teacher_forced_logprobs(llm: LLM, prompt_ids: list[int], continuation: list[int]) -> torch.Tensor:
     """Log-softmax of the next-token logits after ``prompt_ids + continuation[:k]`` for every k, one batch."""
-    runner = llm.engine.runner
-    original = runner.logits
-    recorded = []
-
-    def record(hidden):
-        out = original(hidden)
-        recorded.append(out.clone())
-        return out
-
-    runner.logits = record
-    try:
+    with recorded_logits(llm) as recorded:
         prefixes = [prompt_ids + continuation[:k] for k in range(len(continuation))]
         llm.generate(prefixes, SamplingParams(temperature=0, max_tokens=1))
-    finally:
-        runner.logits = original
     logits = torch.cat(recorded)
     assert logits.shape[0] == len(continuation)
     return torch.log_softmax(logits, dim=-1)

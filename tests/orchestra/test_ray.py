@@ -73,16 +73,6 @@ def run_cli(*args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def model_installed():
-    from engine.loader import resolve_model_path
-
-    try:
-        resolve_model_path("smollm2-135m")
-    except Exception as exc:  # noqa: BLE001 - any failure to find the model is a reason to skip
-        pytest.skip(f"default model not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
 def local_output(tmp_path_factory, model_installed):
     """The output of the pipeline run by the local executor (bytes), and its job's response cache."""
     folder = tmp_path_factory.mktemp("local")
