@@ -69,20 +69,32 @@ def _timed_peer(model, prompts: list[list[int]], new_tokens: int, warm_up: bool,
     return statistics.median(times)
 
 
-def throughput(args, rng: random.Random) -> dict:
-    n = args.num_seqs
-    lo, hi = 100, args.max_len
+def nano_vllm_workload(rng: random.Random, n: int, hi: int, lo: int = 100):
+    """nano-vllm's throughput workload: ``n`` random token-id prompts, input and output lengths uniform in
+    [lo, hi], ignore_eos, temperature 0.6; returns prompts, their params and the output lengths."""
     in_lens = [rng.randint(lo, hi) for _ in range(n)]
     out_lens = [rng.randint(lo, hi) for _ in range(n)]
     prompts = [[rng.randint(0, 10000) for _ in range(m)] for m in in_lens]
+    params = [SamplingParams(temperature=0.6, max_tokens=m, ignore_eos=True, seed=i) for i, m in enumerate(out_lens)]
+    return prompts, params, out_lens
+
+
+def throughput_engine(model: str, n: int, hi: int) -> LLM:
+    """Our engine sized for the throughput workload."""
+    return LLM(model, device="cuda", max_num_seqs=n, max_model_len=2 * hi + 16, kv_cache_memory=16 << 30,
+               max_num_batched_tokens=16384)
+
+
+def throughput(args, rng: random.Random) -> dict:
+    n = args.num_seqs
+    lo, hi = 100, args.max_len
+    prompts, params, out_lens = nano_vllm_workload(rng, n, hi, lo)
     useful = sum(out_lens)
     print(f"throughput: {n} seqs, input {lo}-{hi}, output {lo}-{hi} tokens, {useful} output tokens", flush=True)
 
     t = time.perf_counter()
-    llm = LLM(args.model, device="cuda", max_num_seqs=n, max_model_len=2 * hi + 16, kv_cache_memory=16 << 30,
-              max_num_batched_tokens=16384)
+    llm = throughput_engine(args.model, n, hi)
     load_s = time.perf_counter() - t
-    params = [SamplingParams(temperature=0.6, max_tokens=m, ignore_eos=True, seed=i) for i, m in enumerate(out_lens)]
     # Warm-up: the identical call once per setting (the peer's warm-up is its identical call too), so neither
     # side pays Triton or torch.compile compilation or first-touch allocation in the timed runs.
     by_steps = {}
