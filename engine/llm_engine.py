@@ -10,7 +10,7 @@ from engine.block_manager import BlockManager, CappedBlockManager
 from engine.config import EngineConfig
 from engine.loader import LoadedModel
 from engine.loader.weights import load_weights
-from engine.model_runner import ModelRunner, h2o_rows
+from engine.model_runner import ModelRunner, h2o_rows, kv_bytes_per_block
 from engine.models.llama import LlamaForCausalLM
 from engine.sampler import Sampler, uniform_draws
 from engine.scheduler import Scheduler
@@ -65,7 +65,7 @@ class LLMEngine:
         self.stats = EngineStats()
         self.children: dict[int, list[Sequence]] = {}
         self.eos_ids = set(loaded.config.eos_token_ids)
-        self.kv_block_bytes = self.runner.kv_cache[:, :, 0].numel() * self.runner.kv_cache.element_size()
+        self.kv_block_bytes = kv_bytes_per_block(loaded.config, config.block_size, dtype)
         self.forcing = 0  # sequences with a teacher-forced continuation not yet finished
 
     def add(self, seq: Sequence, children: list[Sequence] | None = None) -> None:
