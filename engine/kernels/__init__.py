@@ -105,11 +105,14 @@ def decode_attention(
     block_tables: torch.Tensor,
     scale: float,
     max_context_len: int | None = None,
+    split_tokens: int | None = None,
 ) -> torch.Tensor:
-    """One new token per sequence over its whole paged context (see reference)."""
+    """One new token per sequence over its whole paged context (see reference); ``split_tokens`` caps the
+    keys per split-KV program on the GPU (see triton_attention.decode_attention)."""
     if query.is_cuda:
         return _gpu().decode_attention(
-            query, k_cache, v_cache, context_lens, block_tables, scale, max_context_len=max_context_len
+            query, k_cache, v_cache, context_lens, block_tables, scale, max_context_len=max_context_len,
+            split_tokens=split_tokens,
         )
     return reference.decode_attention(query, k_cache, v_cache, context_lens, block_tables, scale)
 

@@ -326,13 +326,16 @@ def _decode_merge_kernel(
     tl.store(out + seq.to(tl.int64) * stride_os + head * stride_oh + offs_d, o.to(out.dtype.element_ty), mask=d_mask)
 
 
-def _num_splits(num_seqs: int, num_kv_heads: int, max_len: int, block_n: int) -> int:
-    """Enough splits that (sequences x KV heads x splits) fills the GPU about twice, at least BLOCK_N keys each."""
+def _num_splits(num_seqs: int, num_kv_heads: int, max_len: int, block_n: int, split_tokens: int | None) -> int:
+    """Enough splits that (sequences x KV heads x splits) fills the GPU about twice, each at least BLOCK_N keys,
+    and with ``split_tokens`` also enough that no split holds more keys than that (64 splits at most)."""
     if INTERPRET:
         return max(1, min(4, triton.cdiv(max_len, block_n)))
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     target = 2 * props.multi_processor_count
     splits = triton.cdiv(target, max(1, num_seqs * num_kv_heads))
+    if split_tokens:
+        splits = max(splits, triton.cdiv(max_len, split_tokens))
     return int(max(1, min(splits, triton.cdiv(max_len, block_n), 64)))
 
 
@@ -344,10 +347,14 @@ def decode_attention(
     block_tables: torch.Tensor,
     scale: float,
     max_context_len: int | None = None,
+    split_tokens: int | None = None,
 ) -> torch.Tensor:
     """One new token per sequence attending over its whole paged context (split-KV, then merged).
 
     ``max_context_len`` saves a device sync when the caller knows it (CUDA graphs must pass it).
+    ``split_tokens`` caps the keys per split: when a batch mixes short and long contexts, one split per
+    sequence leaves the kernel waiting on the program that walks the longest one while most SMs idle; capped
+    splits even the programs out, at the price of a larger merge (worse for batches of equal lengths).
     """
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
@@ -358,7 +365,7 @@ def decode_attention(
     if max_context_len is None:
         max_context_len = int(context_lens.max())
     block_n = 16 if INTERPRET else (64 if head_dim <= 64 else 32)
-    splits = _num_splits(num_seqs, num_kv_heads, max_context_len, block_n)
+    splits = _num_splits(num_seqs, num_kv_heads, max_context_len, block_n, split_tokens)
     tokens_per_split = triton.cdiv(triton.cdiv(max_context_len, splits), block_n) * block_n
     splits = triton.cdiv(max_context_len, tokens_per_split)
     partial_out = torch.empty((num_seqs * num_heads * splits, head_dim), dtype=torch.float32, device=query.device)

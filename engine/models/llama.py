@@ -9,6 +9,10 @@ from engine import h2o, kernels
 from engine.config import ModelConfig
 from engine.models.context import AttentionMetadata
 
+# Continuous batching mixes short and long contexts in one decode batch, so the engine caps the keys per
+# split-KV program: on an H200, 256 sequences of 100-2048 tokens ran 10% faster (docs/benchmarks.md).
+DECODE_SPLIT_TOKENS = 1024
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square layer norm, computed in fp32; given the residual stream, it first adds the sub-layer's
@@ -110,6 +114,7 @@ class Attention(nn.Module):
                     meta.decode_block_tables,
                     self.scale,
                     max_context_len=meta.decode_max_context_len,
+                    split_tokens=DECODE_SPLIT_TOKENS,
                 )
             )
         if q.shape[0] > nd:
