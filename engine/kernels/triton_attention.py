@@ -330,10 +330,11 @@ def _num_splits(num_seqs: int, num_kv_heads: int, max_len: int, block_n: int, sp
     """Enough splits that (sequences x KV heads x splits) fills the GPU about twice, each at least BLOCK_N keys,
     and with ``split_tokens`` also enough that no split holds more keys than that (64 splits at most)."""
     if INTERPRET:
-        return max(1, min(4, triton.cdiv(max_len, block_n)))
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    target = 2 * props.multi_processor_count
-    splits = triton.cdiv(target, max(1, num_seqs * num_kv_heads))
+        splits = 4
+    else:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        target = 2 * props.multi_processor_count
+        splits = triton.cdiv(target, max(1, num_seqs * num_kv_heads))
     if split_tokens:
         splits = max(splits, triton.cdiv(max_len, split_tokens))
     return int(max(1, min(splits, triton.cdiv(max_len, block_n), 64)))

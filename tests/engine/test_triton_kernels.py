@@ -97,6 +97,19 @@ def test_decode_matches_reference(lens, heads, kv_heads, dim, block, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("split_tokens", [16, 48, 1024])
+def test_decode_with_capped_splits_matches_reference(split_tokens, dtype):
+    """Mixed lengths, as continuous batching gives them: capped splits (many of them empty for the short
+    sequences) merge to the same attention."""
+    lens = [3, 300, 41, 17]
+    q, kc, vc, _, ctx, tables = paged_case(lens, [1] * len(lens), 6, 2, 32, 8, dtype, seed=2)
+    scale = 32**-0.5
+    out = tk.decode_attention(q, kc, vc, ctx, tables, scale, max_context_len=320, split_tokens=split_tokens)
+    ref = cpu_ref(reference.decode_attention, q, kc, vc, ctx, tables, scale=scale)
+    assert rel_err(out.cpu(), ref) < tolerance(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_store_kv_writes_exactly_the_mapped_slots(dtype):
     gen = torch.Generator().manual_seed(2)
     k_cache = torch.full((6, 4, 2, 8), 7.0).to(dtype).to(DEVICE)
