@@ -15,6 +15,7 @@ from engine.errors import EngineError
 from engine.llm_engine import LLMEngine
 from engine.loader import load_model_files
 from engine.model_runner import kv_bytes_per_block
+from engine.models.onednn import PACKED_LAYERS, pack_linears
 from engine.models.quantize import CALIBRATION_TEXTS, quantize_int8
 from engine.outputs import ChoiceScore, CompletionOutput, RequestOutput, ScoreOutput
 from engine.sampling_params import SamplingParams
@@ -70,7 +71,9 @@ class LLM:
     keeps every token.
 
     ``quantization="int8"`` (CPU, float32 only) runs the linear layers and the LM head as int8 GEMMs (see
-    engine/models/quantize.py): faster, at a small accuracy cost; the default ``None`` keeps the exact fp32 weights.
+    engine/models/quantize.py): faster, at a small accuracy cost; the default ``None`` keeps the fp32 weights,
+    which on the CPU are prepacked for oneDNN's GEMM at load (engine/models/onednn.py: the same fp32 math,
+    summed in another order).
     """
 
     def __init__(
@@ -147,6 +150,8 @@ class LLM:
         if quantization == "int8":
             texts = [self.tokenizer.encode(t)[: self.config.max_model_len - 1] for t in CALIBRATION_TEXTS]
             quantize_int8(self.engine.runner.model, lambda: self.embed(texts))
+        elif torch_device.type == "cpu" and torch_dtype == torch.float32:
+            pack_linears(self.engine.runner.model, PACKED_LAYERS)
 
     def _tokenize(self, prompt: Prompt, what: str = "prompt") -> list[int]:
         if isinstance(prompt, str):
