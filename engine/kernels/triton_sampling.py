@@ -1,13 +1,13 @@
 """One Triton kernel for the common sampling case on CUDA: greedy rows and plain temperature sampling.
 
 ``Sampler.sample`` in torch makes about ten passes over the ``[rows, vocab]`` logits (max, shift, exp, sum, log,
-divide, exp, cumsum, search, gather), each a separate kernel writing a full-size temporary; with a 49k
+divide, exp, block sums, search, gather), each a separate kernel writing a full-size temporary; with a 49k
 vocabulary at 256 rows that is ~0.3 ms per decode step, a tenth of the whole step. Here one program per row
 streams its logits: pass 1 keeps the running max, its first index and the online log-sum-exp (the token
 log-probs' normalizer); for a sampled row, pass 2 sums ``exp((x - max) / T)`` and pass 3 walks the same
-cumulative sum until it first exceeds ``draw * total`` (the torch path's ``searchsorted(cdf, draw * cdf[-1],
-right=True)``, clamped to the last token). Same contract and same draws as the torch path; only the order of the
-floating-point sums differs, so a draw landing within rounding of a token boundary may pick the neighbour.
+cumulative sum until it first exceeds ``draw * total`` (what the torch path's ``invert_cdf`` finds; here a
+draw that rounds to 1 is clamped to the last token). Same contract and same draws as the torch path; only the
+order of the floating-point sums differs, so a draw landing within rounding of a token boundary may pick the neighbour.
 Rows with top-k, top-p or min-p use the torch path.
 """
 
