@@ -12,15 +12,19 @@ def full_cumsum_pick(probs: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=probs.shape[1] - 1)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("vocab", [7, CDF_BLOCK, 3 * CDF_BLOCK + 17, 49152])
-def test_two_level_inversion_picks_the_full_cumsums_token(vocab):
+def test_two_level_inversion_picks_the_full_cumsums_token(vocab, device):
     gen = torch.Generator().manual_seed(vocab)
     rows = 64
     logits = 3 * torch.randn(rows, vocab, generator=gen)
     probs = (logits - logits.max(-1, keepdim=True).values).exp()
     probs[::3, : vocab // 2] = 0.0  # filtered tokens (top-k / top-p / min-p leave zeros)
     draws = uniform_draws(torch.arange(rows) * 7919 + 1, torch.full((rows,), 3))
-    picked = invert_cdf(probs, draws)
+    picked = invert_cdf(probs.to(device), draws.to(device)).cpu()
     ref = full_cumsum_pick(probs, draws)
     # The sums run in another order (and the reference in float64): a draw may sit within rounding of a token
     # boundary, and then the neighbour is as right; nowhere else may they differ.
@@ -28,14 +32,16 @@ def test_two_level_inversion_picks_the_full_cumsums_token(vocab):
     assert (probs.gather(1, picked[:, None]) > 0).all()
 
 
-def test_a_draw_at_the_very_end_never_picks_a_zero_probability_token():
-    probs = torch.zeros(2, 3 * CDF_BLOCK)
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_draw_at_the_very_end_never_picks_a_zero_probability_token(device):
+    probs = torch.zeros(2, 3 * CDF_BLOCK, device=device)
     probs[0, 5] = 1.0
     probs[1, CDF_BLOCK + 9] = 0.25
     probs[1, 2 * CDF_BLOCK + 1] = 0.75
-    draws = torch.tensor([1.0 - 2**-53, 1.0 - 2**-53], dtype=torch.float64)
+    draws = torch.tensor([1.0 - 2**-53, 1.0 - 2**-53], dtype=torch.float64, device=device)
     assert invert_cdf(probs, draws).tolist() == [5, 2 * CDF_BLOCK + 1]
-    assert invert_cdf(probs, torch.tensor([0.0, 0.0], dtype=torch.float64)).tolist() == [5, CDF_BLOCK + 9]
+    zero = torch.tensor([0.0, 0.0], dtype=torch.float64, device=device)
+    assert invert_cdf(probs, zero).tolist() == [5, CDF_BLOCK + 9]
 
 
 def test_draw_frequencies_follow_the_probabilities():
