@@ -55,10 +55,9 @@ def invert_cdf(probs: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """
     rows, vocab = probs.shape
     whole = vocab // CDF_BLOCK * CDF_BLOCK
-    parts = [probs[:, :whole].reshape(rows, -1, CDF_BLOCK).sum(-1)] if whole else []
+    block_sums = probs[:, :whole].reshape(rows, whole // CDF_BLOCK, CDF_BLOCK).sum(-1)
     if whole < vocab:
-        parts.append(probs[:, whole:].sum(-1, keepdim=True))
-    block_sums = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        block_sums = torch.cat([block_sums, probs[:, whole:].sum(-1, keepdim=True)], dim=1)
     block_cdf = block_sums.cumsum(dim=-1)
     target = (draws.to(probs.dtype) * block_cdf[:, -1]).unsqueeze(1)
     block = torch.searchsorted(block_cdf, target, right=True)
@@ -105,9 +104,8 @@ class Sampler:
 
     The vocabulary-wide work is a few passes over the logits: one max (which is also the greedy argmax), the
     log-normalizer of the raw distribution, and for sampled rows exp and block sums of the tempered logits (the
-    CDF is inverted in two levels, ``invert_cdf``); the full
-    log-softmax is never materialized (``logits[i] - log_norm[i]`` is row i's, for the rows that ask for top-k
-    log-probs)."""
+    CDF is inverted in two levels, ``invert_cdf``); the full log-softmax is never materialized
+    (``logits[i] - log_norm[i]`` is row i's, for the rows that ask for top-k log-probs)."""
 
     @staticmethod
     def prepare(

@@ -10,7 +10,7 @@ from engine.config import ModelConfig
 from engine.models.context import AttentionMetadata
 
 # Continuous batching mixes short and long contexts in one decode batch, so the engine caps the keys per
-# split-KV program: on an H200, 256 sequences of 100-2048 tokens ran 10% faster (docs/benchmarks.md).
+# split-KV program: on an H200, 256 sequences of 100-2048 tokens ran 11% faster (docs/benchmarks.md).
 DECODE_SPLIT_TOKENS = 1024
 
 
