@@ -12,8 +12,9 @@ token slot = block_id * block_size + offset; ``block_tables[i]`` lists sequence 
 - ``decode_attention``: flash-decoding. One program per (sequence, KV head, split) handles all query heads of
   that KV group at once, so each KV tile is read once per group; splits of the context run in parallel, so a
   batch of one long sequence still fills the GPU, and the last split of a group to finish (an arrival
-  counter) merges the partial outputs by log-sum-exp in the same launch. The split count is a runtime argument (the merge pads it to a power of two), so the engine's
-  changing batch sizes and lengths do not compile a new kernel variant each.
+  counter) merges the partial outputs by log-sum-exp in the same launch. The split count is a runtime
+  argument (the merge walks it in chunks), so the engine's changing batch sizes and lengths do not compile a
+  new kernel variant each.
 
 The same kernels run on the CPU under ``TRITON_INTERPRET=1`` (tests use fp32 / fp16 there).
 """
