@@ -459,7 +459,8 @@ def decode_attention(
     partial_lse = torch.empty((rows,), dtype=torch.float32, device=query.device)
     head_pad = triton.next_power_of_2(head_dim)
     group_p2 = triton.next_power_of_2(group)
-    merge_chunk = max(1, min(triton.next_power_of_2(splits), 4096 // (group_p2 * head_pad)))
+    # Fixed per shape (not per split count), so changing lengths do not compile new variants.
+    merge_chunk = max(1, min(16, 4096 // (group_p2 * head_pad)))
     _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
         query, k_cache, v_cache, partial_out, partial_lse, out, counters if counters is not None else partial_lse,
         context_lens, block_tables,
