@@ -8,13 +8,12 @@ token slot = block_id * block_size + offset; ``block_tables[i]`` lists sequence 
 - ``prefill_attention``: FlashAttention-2 style. One program per (query tile, sequence, head); the keys are
   the sequence's cached prefix plus its new tokens, read through the block table row by row. Online softmax
   in the exp2 domain; key tiles entirely in a query tile's future are never visited, and only the tiles on
-  the diagonal pay for the causal mask. Causal launches visit the longest query tiles first.
+  the diagonal pay for the causal mask.
 - ``decode_attention``: flash-decoding. One program per (sequence, KV head, split) handles all query heads of
-  that KV group at once, so each KV tile is read once per group; splits of the context run in parallel, so a
-  batch of one long sequence still fills the GPU, and the last split of a group to finish (an arrival
-  counter) merges the partial outputs by log-sum-exp in the same launch. The split count is a runtime
-  argument (the merge walks it in chunks), so the engine's changing batch sizes and lengths do not compile a
-  new kernel variant each.
+  that KV group at once, so each KV tile is read once per group; splits of the context run in parallel and a
+  second kernel merges their partial outputs by log-sum-exp, so a batch of one long sequence still fills
+  the GPU. The split count is a runtime argument (the merge pads it to a power of two), so the engine's
+  changing batch sizes and lengths do not compile a new kernel variant each.
 
 The same kernels run on the CPU under ``TRITON_INTERPRET=1`` (tests use fp32 / fp16 there).
 """
@@ -140,17 +139,9 @@ def _prefill_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     NUM_CACHE_ROWS, USE_TMA: tl.constexpr,
 ):
-    if CAUSAL:
-        # Longest-first: the grid's slowest axis walks query tiles from the last (most keys to visit) down,
-        # so the short tiles fill the tail of the launch instead of one long tile running alone at the end.
-        head = tl.program_id(0)
-        seq = tl.program_id(1)
-        tile = tl.num_programs(2) - 1 - tl.program_id(2)
-    else:
-        # Tiles fastest: programs running together share one sequence's keys in L2.
-        tile = tl.program_id(0)
-        seq = tl.program_id(1)
-        head = tl.program_id(2)
+    tile = tl.program_id(0)
+    seq = tl.program_id(1)
+    head = tl.program_id(2)
     q_start = tl.load(cu_seqlens_q + seq)
     n_new = tl.load(cu_seqlens_q + seq + 1) - q_start
     if tile * BLOCK_M >= n_new:
@@ -253,8 +244,7 @@ def prefill_attention(
     use_tma = tma_ok if use_tma is None else (use_tma and tma_ok)
     if use_tma:
         triton.set_allocator(_alloc_scratch)
-    num_tiles = triton.cdiv(max_new_tokens, block_m)
-    grid = (num_heads, num_seqs, num_tiles) if causal else (num_tiles, num_seqs, num_heads)
+    grid = (triton.cdiv(max_new_tokens, block_m), num_seqs, num_heads)
     _prefill_kernel[grid](
         query, k_cache, v_cache, out,
         cu_seqlens_q, context_lens, block_tables,
@@ -272,14 +262,13 @@ def prefill_attention(
 
 @triton.jit
 def _decode_split_kernel(
-    query, k_cache, v_cache, partial_out, partial_lse, out, counters,
+    query, k_cache, v_cache, partial_out, partial_lse,
     context_lens, block_tables,
     qk_scale,
-    stride_qs, stride_qh, stride_os, stride_oh, stride_bt,
+    stride_qs, stride_qh, stride_bt,
     tokens_per_split, num_splits,
-    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, GROUP_P2: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
-    SINGLE_SPLIT: tl.constexpr, FUSED_MERGE: tl.constexpr, MERGE_CHUNK: tl.constexpr,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -308,61 +297,12 @@ def _decode_split_kernel(
         s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(in_range[None, :], s, float("-inf"))
         acc, l_i, m_i = _online_softmax_update(acc, l_i, m_i, s, v)
+    # Partial result of this split, normalised, with its log2-sum-exp for the merge (-inf when empty).
+    lse = tl.where(l_i > 0.0, m_i + tl.math.log2(tl.where(l_i > 0.0, l_i, 1.0)), float("-inf"))
     acc = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-    if SINGLE_SPLIT:
-        # The whole context in one program: the result is final, no partials to merge.
-        o_ptrs = out + seq.to(tl.int64) * stride_os + heads[:, None] * stride_oh + offs_d[None, :]
-        tl.store(o_ptrs, acc.to(out.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
-    else:
-        # Partial result of this split, normalised, with its log2-sum-exp for the merge (-inf when empty).
-        lse = tl.where(l_i > 0.0, m_i + tl.math.log2(tl.where(l_i > 0.0, l_i, 1.0)), float("-inf"))
-        row = (seq.to(tl.int64) * (NUM_KV_HEADS * GROUP) + heads) * num_splits + split
-        tl.store(partial_out + row[:, None] * HEAD_DIM + offs_d[None, :], acc,
-                 mask=g_mask[:, None] & d_mask[None, :])
-        tl.store(partial_lse + row, lse, mask=g_mask)
-        if FUSED_MERGE:
-            # The last split of this (sequence, KV group) to finish merges all of them: no second launch.
-            # The barrier orders every thread's partial stores before the counter's release.
-            tl.debug_barrier()
-            counter = counters + seq * NUM_KV_HEADS + kv_head
-            arrived = tl.atomic_add(counter, 1, sem="acq_rel")
-            if arrived == num_splits - 1:
-                tl.debug_barrier()
-                _merge_group(partial_out, partial_lse, out, seq, kv_head, num_splits, stride_os, stride_oh,
-                             GROUP, GROUP_P2, NUM_KV_HEADS, HEAD_DIM, HEAD_PAD, MERGE_CHUNK)
-                tl.atomic_xchg(counter, 0)
-
-
-@triton.jit
-def _merge_group(partial_out, partial_lse, out, seq, kv_head, num_splits, stride_os, stride_oh,
-                 GROUP: tl.constexpr, GROUP_P2: tl.constexpr, NUM_KV_HEADS: tl.constexpr,
-                 HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr, MERGE_CHUNK: tl.constexpr):
-    """Merge the split partials of one KV group's query heads by log-sum-exp, MERGE_CHUNK splits at a time.
-    Columns index (head in group, dim) flattened; loads bypass L1 (other SMs wrote the partials)."""
-    offs_c = tl.arange(0, GROUP_P2 * HEAD_PAD)
-    g = offs_c // HEAD_PAD
-    d = offs_c % HEAD_PAD
-    c_mask = (g < GROUP) & (d < HEAD_DIM)
-    head_row = seq.to(tl.int64) * (NUM_KV_HEADS * GROUP) + kv_head * GROUP + g
-    m = tl.full([GROUP_P2 * HEAD_PAD], float("-inf"), dtype=tl.float32)
-    total = tl.zeros([GROUP_P2 * HEAD_PAD], dtype=tl.float32)
-    acc = tl.zeros([GROUP_P2 * HEAD_PAD], dtype=tl.float32)
-    for s0 in range(0, num_splits, MERGE_CHUNK):
-        offs_s = s0 + tl.arange(0, MERGE_CHUNK)
-        mask = (offs_s < num_splits)[:, None] & c_mask[None, :]
-        rows = head_row[None, :] * num_splits + offs_s[:, None]
-        lse = tl.load(partial_lse + rows, mask=mask, other=float("-inf"), cache_modifier=".cg")
-        part = tl.load(partial_out + rows * HEAD_DIM + d[None, :], mask=mask, other=0.0, cache_modifier=".cg")
-        m_new = tl.maximum(m, tl.max(lse, 0))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m - m_safe)
-        w = tl.math.exp2(lse - m_safe[None, :])
-        total = total * alpha + tl.sum(w, 0)
-        acc = acc * alpha + tl.sum(part * w, 0)
-        m = m_new
-    o = acc / tl.where(total > 0.0, total, 1.0)
-    o_ptrs = out + seq.to(tl.int64) * stride_os + (kv_head * GROUP + g) * stride_oh + d
-    tl.store(o_ptrs, o.to(out.dtype.element_ty), mask=c_mask)
+    row = (seq.to(tl.int64) * (NUM_KV_HEADS * GROUP) + heads) * num_splits + split
+    tl.store(partial_out + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
+    tl.store(partial_lse + row, lse, mask=g_mask)
 
 
 @triton.jit
@@ -400,23 +340,6 @@ def _num_splits(num_seqs: int, num_kv_heads: int, max_len: int, block_n: int, sp
     return int(max(1, min(splits, triton.cdiv(max_len, block_n), 64)))
 
 
-_MIN_COUNTERS = 1 << 16
-_counters: dict[torch.device, torch.Tensor] = {}
-
-
-def _merge_counters(device: torch.device, needed: int) -> torch.Tensor | None:
-    """Zeroed per-(sequence, KV head) arrival counters for the fused merge; the kernel resets each one after
-    use, so one buffer serves every call and every CUDA-graph replay. None while a graph is being captured
-    and the buffer would have to grow (memory allocated inside a capture belongs to that graph)."""
-    buf = _counters.get(device)
-    if buf is None or buf.numel() < needed:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            return None
-        buf = torch.zeros(max(_MIN_COUNTERS, needed), dtype=torch.int32, device=device)
-        _counters[device] = buf
-    return buf
-
-
 def decode_attention(
     query: torch.Tensor,
     k_cache: torch.Tensor,
@@ -426,7 +349,6 @@ def decode_attention(
     scale: float,
     max_context_len: int | None = None,
     split_tokens: int | None = None,
-    fused_merge: bool = True,
 ) -> torch.Tensor:
     """One new token per sequence attending over its whole paged context (split-KV, then merged).
 
@@ -434,8 +356,6 @@ def decode_attention(
     ``split_tokens`` caps the keys per split: when a batch mixes short and long contexts, one split per
     sequence leaves the kernel waiting on the program that walks the longest one while most SMs idle; capped
     splits even the programs out, at the price of a larger merge (worse for batches of equal lengths).
-    ``fused_merge`` lets the last split of each KV group to finish merge the partials in the same launch
-    (an arrival counter per group); ``False`` merges in a second kernel (kept for comparison).
     """
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
@@ -449,34 +369,22 @@ def decode_attention(
     splits = _num_splits(num_seqs, num_kv_heads, max_context_len, block_n, split_tokens)
     tokens_per_split = triton.cdiv(triton.cdiv(max_context_len, splits), block_n) * block_n
     splits = triton.cdiv(max_context_len, tokens_per_split)
-    single = splits == 1
-    counters = None
-    if fused_merge and not single:
-        counters = _merge_counters(query.device, num_seqs * num_kv_heads)
-    fused = single or counters is not None
-    rows = 1 if single else num_seqs * num_heads * splits
-    partial_out = torch.empty((rows, head_dim), dtype=torch.float32, device=query.device)
-    partial_lse = torch.empty((rows,), dtype=torch.float32, device=query.device)
+    partial_out = torch.empty((num_seqs * num_heads * splits, head_dim), dtype=torch.float32, device=query.device)
+    partial_lse = torch.empty((num_seqs * num_heads * splits,), dtype=torch.float32, device=query.device)
     head_pad = triton.next_power_of_2(head_dim)
-    group_p2 = triton.next_power_of_2(group)
-    # Fixed per shape (not per split count), so changing lengths do not compile new variants.
-    merge_chunk = max(1, min(16, 4096 // (group_p2 * head_pad)))
     _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
-        query, k_cache, v_cache, partial_out, partial_lse, out, counters if counters is not None else partial_lse,
+        query, k_cache, v_cache, partial_out, partial_lse,
         context_lens, block_tables,
         scale * LOG2E,
-        query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
+        query.stride(0), query.stride(1), block_tables.stride(0),
         tokens_per_split, splits,
-        GROUP=group, GROUP_PAD=max(16, group_p2), GROUP_P2=group_p2, NUM_KV_HEADS=num_kv_heads,
+        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), NUM_KV_HEADS=num_kv_heads,
         BLOCK_SIZE=block_size, HEAD_DIM=head_dim, HEAD_PAD=head_pad, BLOCK_N=block_n,
-        SINGLE_SPLIT=single, FUSED_MERGE=counters is not None, MERGE_CHUNK=merge_chunk,
         num_warps=1 if INTERPRET else 4, num_stages=1 if INTERPRET else 3,
     )
-    if not fused:
-        _decode_merge_kernel[(num_seqs, num_heads)](
-            partial_out, partial_lse, out, out.stride(0), out.stride(1), splits,
-            NUM_HEADS=num_heads, HEAD_DIM=head_dim, HEAD_PAD=head_pad,
-            SPLIT_PAD=max(2, triton.next_power_of_2(splits)),
-            num_warps=1 if INTERPRET else 4,
-        )
+    _decode_merge_kernel[(num_seqs, num_heads)](
+        partial_out, partial_lse, out, out.stride(0), out.stride(1), splits,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, HEAD_PAD=head_pad, SPLIT_PAD=max(2, triton.next_power_of_2(splits)),
+        num_warps=1 if INTERPRET else 4,
+    )
     return out
