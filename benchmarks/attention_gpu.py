@@ -5,9 +5,10 @@ bf16, 16 query heads (GQA off, so SDPA compares like for like); ours reads K/V f
 (block size 256, identity block tables). FLOPs counted as 4 * b * h * s^2 * d (halved when causal).
 Decode: achieved bandwidth (K/V bytes read / time) at batch 1-256 and context 1k-32k, 32 query heads over
 8 KV heads, head dim 128, bf16, against the device's measured copy bandwidth (bytes read + written / time).
-Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json.
+Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json; --gluon adds a column
+for the Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py.
 
-    python benchmarks/attention_gpu.py [--json OUT] [--quick]
+    python benchmarks/attention_gpu.py [--json OUT] [--quick] [--gluon]
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def copy_bandwidth() -> float:
 
 
 def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: int = 256, tiles=None,
-                  peers: bool = True, **options) -> dict:
+                  peers: bool = True, impl: str = "triton", **options) -> dict:
+    """TFLOP/s of one prefill shape for our kernel (``impl`` "triton" or "gluon"; ``options`` go to it) and, with
+    ``peers``, SDPA's flash and cuDNN backends."""
     batch, heads = max(1, tokens // seq), 16 if dim == 128 else 32
     q = torch.randn(batch, heads, seq, dim, device="cuda", dtype=DTYPE)
     k = torch.randn_like(q)
@@ -63,14 +66,22 @@ def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: 
     query = q.permute(0, 2, 1, 3).reshape(batch * seq, heads, dim).contiguous()
     cu = torch.arange(batch + 1, device="cuda", dtype=torch.int32) * seq
     ctx = torch.full((batch,), seq, device="cuda", dtype=torch.int32)
-    ours = tk.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal, max_new_tokens=seq,
-                                tiles=tiles, **options)
+    if impl == "gluon":
+        from engine.kernels import gluon_attention
+
+        def run():
+            return gluon_attention.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal,
+                                                     max_new_tokens=seq, **options)
+    else:
+        def run():
+            return tk.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal,
+                                        max_new_tokens=seq, tiles=tiles, **options)
+    ours = run()
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
     ref = ref.permute(0, 2, 1, 3).reshape(batch * seq, heads, dim)
     out["rel_err"] = float((ours.float() - ref.float()).norm() / ref.float().norm())
-    ms = bench(lambda: tk.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal,
-                                            max_new_tokens=seq, tiles=tiles, **options))
+    ms = bench(run)
     out["ours"] = flops / (ms * 1e-3) / 1e12
     return out
 
@@ -100,6 +111,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true", help="a few points only")
     parser.add_argument("--sweep", action="store_true", help="time prefill tile configurations at 16k and stop")
+    parser.add_argument("--gluon", action="store_true", help="add the Gluon prefill kernel as a column")
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
     result = {"device": props.name, "torch": torch.__version__, "triton": triton.__version__}
@@ -123,6 +135,10 @@ def main() -> None:
         return
     seqs = [1024, 4096, 16384] if args.quick else [1024, 2048, 4096, 8192, 16384]
     result["prefill"] = [prefill_point(s, d, c) for d in (64, 128) for c in (False, True) for s in seqs]
+    if args.gluon:
+        for p in result["prefill"]:
+            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon")
+            p["gluon"], p["gluon_rel_err"] = g["ours"], g["rel_err"]
     batches = [1, 64, 256] if args.quick else [1, 8, 64, 256]
     ctxs = [1024, 4096, 32768] if args.quick else [1024, 4096, 16384, 32768]
     result["decode"] = []
@@ -133,15 +149,21 @@ def main() -> None:
             result["decode"].append(decode_point(b, c))
             torch.cuda.empty_cache()
     print(f"device {result['device']}, copy bandwidth {result['copy_tb_s']:.2f} TB/s")
-    print("\nprefill TFLOP/s (bf16)\n| dim | causal | seq | ours | sdpa flash | sdpa cuDNN | ours / cuDNN | rel err |")
-    print("|---|---|---|---|---|---|---|---|")
+    gl_head = " gluon | gluon / cuDNN | gluon rel err |" if args.gluon else ""
+    print(f"\nprefill TFLOP/s (bf16)\n| dim | causal | seq | ours | sdpa flash | sdpa cuDNN | ours / cuDNN | rel err |"
+          f"{gl_head}")
+    print("|---|---|---|---|---|---|---|---|" + "---|---|---|" * args.gluon)
     for p in result["prefill"]:
         cud = p.get("sdpa_cudnn")
         ratio = f"{p['ours'] / cud:.2f}" if cud else "-"
         fl = f"{p['sdpa_flash']:.0f}" if p.get("sdpa_flash") else "-"
-        print(f"| {p['dim']} | {p['causal']} | {p['seq']} | {p['ours']:.0f} | {fl} | "
-              f"{cud:.0f} | {ratio} | {p['rel_err']:.1e} |" if cud else
-              f"| {p['dim']} | {p['causal']} | {p['seq']} | {p['ours']:.0f} | {fl} | - | - | {p['rel_err']:.1e} |")
+        cud_s = f"{cud:.0f}" if cud else "-"
+        row = (f"| {p['dim']} | {p['causal']} | {p['seq']} | {p['ours']:.0f} | {fl} | {cud_s} | {ratio} | "
+               f"{p['rel_err']:.1e} |")
+        if args.gluon:
+            gl_ratio = f"{p['gluon'] / cud:.2f}" if cud else "-"
+            row += f" {p['gluon']:.0f} | {gl_ratio} | {p['gluon_rel_err']:.1e} |"
+        print(row)
     print("\ndecode (bf16, 32 q heads / 8 kv heads, dim 128; eager launch and CUDA-graph replay)")
     print("| batch | context | ms | TB/s | % of copy | graph ms | graph TB/s | graph % of copy |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,0 +1,315 @@
+"""Hopper (sm_90) prefill attention in Triton's Gluon dialect: FlashAttention-3 structure, same contract as
+``triton_attention.prefill_attention``.
+
+Plain Triton does not give us FA3's producer/consumer split with asynchronous wgmma, so this kernel spells it out:
+
+- One program per (query tile of ``BLOCK_M`` = 128 rows, sequence, head). Heads vary fastest (a GQA group's
+  programs run side by side and share K/V in L2); the tile index is the slowest grid axis and reversed, so the
+  longest causal tiles start first and the short ones fill the tail.
+- A one-warp producer partition walks the block table and TMA-loads K and V tiles (``BLOCK_N`` rows of one
+  cache block, one KV head) into a ``STAGES``-deep shared-memory ring, with separate ready/empty mbarriers for
+  K and V so S = Q K^T can start before V has landed.
+- Two consumer partitions of one warpgroup each (the default partition and a worker) own 64 query rows apiece,
+  each with its Q rows in shared memory (one TMA load) and its own arrivals on the K/V empty barriers (count 2).
+  Per key tile j a consumer issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} as asynchronous wgmmas, waits for S_j
+  only, and runs tile j's online softmax (exp2 domain, scale folded into one FMA) before waiting for P V; P stays
+  in registers as the wgmma A operand. With ``pingpong`` (default) the two warpgroups take turns issuing their
+  wgmmas (two mbarriers), FA3's schedule: one warpgroup's softmax runs while the other's matrix products keep
+  the tensor cores busy. (ptxas 12.8, bundled with Triton 3.6, hoists the P V wait above the softmax in SASS,
+  so the overlap inside one warpgroup is lost and the turn-taking between the two is what hides the softmax.)
+  Only tiles crossing the context end or the causal diagonal pay for the mask; tiles wholly in a tile's future
+  are never loaded.
+- The output tile goes out with masked register stores (a TMA store could spill into the next sequence's rows).
+
+Imported only by callers that want it (never by ``engine.kernels`` at import time); ``supported`` says when it
+applies.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+LOG2E = 1.4426950408889634
+BLOCK_M = 128
+BLOCK_N = 128
+CONSUMER_WARPS = 4  # one warpgroup per consumer partition, 64 query rows each
+CONSUMERS = 2
+PRODUCER_REGS = 24
+CONSUMER_REGS = 240
+MAXNREG = 168  # 12 warps (2 consumer warpgroups + the producer's) share the register file at one CTA per SM
+_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
+def _stages(head_dim: int) -> int:
+    """K/V ring depth: as deep as fits next to Q in 227 KB of shared memory (hd128: 32 KB per K or V tile)."""
+    return 2 if head_dim == 128 else 4
+
+
+def supported(query: torch.Tensor, k_cache: torch.Tensor) -> bool:
+    """Whether this kernel handles the call: Hopper, 16-bit floats, head dim 64 / 128, key tiles inside a block."""
+    return (
+        query.is_cuda
+        and torch.cuda.get_device_capability(query.device)[0] == 9
+        and query.dtype in _GL_DTYPES
+        and k_cache.dtype == query.dtype
+        and query.shape[-1] in (64, 128)
+        and k_cache.shape[1] % BLOCK_N == 0
+    )
+
+
+@gluon.jit
+def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles,
+                 BLOCK_SIZE: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    """Load K and V tile j (cache rows of context positions j*BLOCK_N ..) into ring slot j % STAGES."""
+    k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = ring
+    for j in range(n_tiles):
+        stage = j % STAGES
+        phase = (j // STAGES) & 1
+        start = j * BLOCK_N
+        row = gl.load(table + start // BLOCK_SIZE) * BLOCK_SIZE + start % BLOCK_SIZE
+        # A fresh mbarrier counts as having completed the phase before 0: the first lap does not wait.
+        mbarrier.wait(k_empty.index(stage), phase ^ 1)
+        mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [row, kv_col], k_ready.index(stage), k_bufs.index(stage))
+        mbarrier.wait(v_empty.index(stage), phase ^ 1)
+        mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [row, kv_col], v_ready.index(stage), v_bufs.index(stage))
+
+
+@gluon.jit
+def _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUSAL: gl.constexpr):
+    """One tile's online-softmax step on raw scores s: returns unnormalised fp32 probabilities, the new running
+    max (log2 domain, scaled), the new running sum and the factor rescaling the previous accumulator."""
+    if masked:
+        kv_pos = start + offs_n
+        visible = kv_pos[None, :] < ctx
+        if CAUSAL:
+            visible = visible & (kv_pos[None, :] <= q_pos[:, None])
+        s = gl.where(visible, s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(s * qk_scale - m_new[:, None])
+    l_i = l_i * alpha + gl.sum(p, 1)
+    return p, m_new, l_i, alpha
+
+
+@gluon.jit
+def _needs_mask(start, ctx, first_q_pos, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
+    """Whether key tile [start, start + BLOCK_N) crosses the context end or (causal) some row's diagonal."""
+    if CAUSAL:
+        return start + BLOCK_N > gl.minimum(ctx, first_q_pos + 1)
+    return start + BLOCK_N > ctx
+
+
+@gluon.jit
+def _take_turn(turns, k, WG: gl.constexpr, PINGPONG: gl.constexpr):
+    """Wait until it is warpgroup WG's k-th turn to issue wgmmas (WG 0 goes first: its first wait passes on the
+    fresh barrier)."""
+    if PINGPONG:
+        mbarrier.wait(turns.index(WG), (k & 1) ^ (1 - WG))
+
+
+@gluon.jit
+def _pass_turn(turns, WG: gl.constexpr, PINGPONG: gl.constexpr):
+    """Hand the tensor cores to the other warpgroup once this one's wgmmas are issued."""
+    if PINGPONG:
+        mbarrier.arrive(turns.index(1 - WG))
+
+
+@gluon.jit
+def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale,
+                        stride_ot, stride_oh,
+                        WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                        num_warps: gl.constexpr):
+    """Q K^T, online softmax and P V of warpgroup WG's BLOCK_M query rows of the tile over the key tiles the
+    producer streams in; writes those output rows. With PINGPONG the two warpgroups take turns issuing their
+    wgmmas (FA3's schedule), so one's softmax overlaps the other's matrix products."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    dtype: gl.constexpr = q_desc.dtype
+    k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = ring
+    q_start, n_new, tile_row = rows
+    row0 = tile_row + WG * BLOCK_M
+    q_smem = q_bufs.index(WG)
+    q_bar = q_bars.index(WG)
+
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [q_start + row0, head * HEAD_DIM], q_bar, q_smem)
+
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+    first_q_pos = prefix + row0
+    q_pos = first_q_pos + gl.arange(0, BLOCK_M, layout=row_layout)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_layout)
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+    s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    mbarrier.wait(q_bar, 0)
+
+    # Tile 0: nothing to overlap with yet.
+    mbarrier.wait(k_ready.index(0), 0)
+    _take_turn(turns, 0, WG, PINGPONG)
+    s_tok = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
+    _pass_turn(turns, WG, PINGPONG)
+    s = warpgroup_mma_wait(0, deps=(s_tok,))
+    mbarrier.arrive(k_empty.index(0))
+    p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, 0, ctx, qk_scale, offs_n,
+                                       _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+    p_op = gl.convert_layout(p.to(dtype), p_layout)
+
+    for j in range(1, n_tiles):
+        stage = j % STAGES
+        prev = (j - 1) % STAGES
+        mbarrier.wait(k_ready.index(stage), (j // STAGES) & 1)
+        _take_turn(turns, j, WG, PINGPONG)
+        s_tok = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
+        mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
+        o_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+        _pass_turn(turns, WG, PINGPONG)
+        # wgmma groups retire in order: one left outstanding means S_j is done and P_{j-1} V_{j-1} may still run.
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        mbarrier.arrive(k_empty.index(stage))
+        start = j * BLOCK_N
+        p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n,
+                                           _needs_mask(start, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+        mbarrier.arrive(v_empty.index(prev))
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
+        p_op = gl.convert_layout(p.to(dtype), p_layout)
+
+    last = (n_tiles - 1) % STAGES
+    mbarrier.wait(v_ready.index(last), ((n_tiles - 1) // STAGES) & 1)
+    _take_turn(turns, n_tiles, WG, PINGPONG)
+    o_tok = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
+    _pass_turn(turns, WG, PINGPONG)
+    acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+    mbarrier.arrive(v_empty.index(last))
+
+    acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
+    # Coalesced stores: 16 bytes per thread along the head dim.
+    cols: gl.constexpr = HEAD_DIM // 8
+    store_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // cols, cols], [num_warps, 1], [1, 0])
+    o = gl.convert_layout(acc.to(dtype), store_layout)
+    out_rows = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, store_layout))
+    ptrs = out + (q_start + out_rows)[:, None].to(gl.int64) * stride_ot + head * stride_oh + offs_d[None, :]
+    gl.store(ptrs, o, mask=(out_rows < n_new)[:, None])
+
+
+@gluon.jit
+def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, block_tables, qk_scale,
+                    stride_ot, stride_oh, stride_bt, num_m_tiles,
+                    GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                    PINGPONG: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                    num_warps: gl.constexpr):
+    head = gl.program_id(0)
+    seq = gl.program_id(1)
+    tile = num_m_tiles - 1 - gl.program_id(2)
+    q_start = gl.load(cu_seqlens_q + seq)
+    n_new = gl.load(cu_seqlens_q + seq + 1) - q_start
+    if tile * BLOCK_M >= n_new:
+        return
+    ctx = gl.load(context_lens + seq)
+    prefix = ctx - n_new
+    if CAUSAL:
+        visit_end = gl.minimum(ctx, prefix + (tile + 1) * BLOCK_M)
+    else:
+        visit_end = ctx
+    n_tiles = gl.cdiv(visit_end, BLOCK_N)
+    table = block_tables + seq.to(gl.int64) * stride_bt
+    WG_M: gl.constexpr = q_desc.block_type.shape[0]  # query rows per consumer warpgroup
+
+    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+    q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(q_bars.index(i), count=1)
+        mbarrier.init(turns.index(i), count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # one arrival per consumer warpgroup
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(v_empty.index(i), count=2)
+    fence_async_shared()
+
+    ring = (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty)
+    rows = (q_start, n_new, tile * BLOCK_M)
+    gl.warp_specialize([
+        (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
+                               qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
+                               PINGPONG, num_warps)),
+        (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
+                               qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
+                               PINGPONG, num_warps)),
+        (_kv_producer, (k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, BLOCK_SIZE, BLOCK_N,
+                        STAGES)),
+    ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+def _descriptor(t: torch.Tensor, rows: int, block_rows: int, head_dim: int) -> TensorDescriptor:
+    """TMA descriptor over ``t`` viewed as [rows, heads * head_dim], boxes of one head's [block_rows, head_dim]."""
+    flat = t.view(rows, -1)
+    layout = gl.NVMMASharedLayout.get_default_for([block_rows, head_dim], _GL_DTYPES[t.dtype])
+    return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [block_rows, head_dim], layout)
+
+
+def prefill_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    context_lens: torch.Tensor,
+    block_tables: torch.Tensor,
+    scale: float,
+    causal: bool = True,
+    max_new_tokens: int | None = None,
+    pingpong: bool = True,
+) -> torch.Tensor:
+    """Varlen GQA attention of the new tokens over each sequence's cached prefix plus themselves; the contract of
+    ``triton_attention.prefill_attention`` (check ``supported`` first). ``pingpong=False`` lets the two consumer
+    warpgroups issue wgmmas whenever they are ready instead of taking turns (for A/B timing)."""
+    num_tokens, num_heads, head_dim = query.shape
+    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
+    out = torch.empty_like(query)
+    if num_tokens == 0:
+        return out
+    query = query.contiguous()
+    num_seqs = cu_seqlens_q.shape[0] - 1
+    if max_new_tokens is None:
+        max_new_tokens = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+    num_m_tiles = triton.cdiv(max_new_tokens, BLOCK_M)
+    cache_rows = num_blocks * block_size
+    grid = (num_heads, num_seqs, num_m_tiles)
+    _prefill_kernel[grid](
+        _descriptor(query, num_tokens, BLOCK_M // CONSUMERS, head_dim),
+        _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
+        _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
+        out, cu_seqlens_q, context_lens, block_tables, scale * LOG2E,
+        out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles,
+        GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, STAGES=_stages(head_dim), CAUSAL=causal, PINGPONG=pingpong,
+        CONSUMER_REGS=CONSUMER_REGS, PRODUCER_REGS=PRODUCER_REGS, num_warps=CONSUMER_WARPS, maxnreg=MAXNREG,
+    )
+    return out

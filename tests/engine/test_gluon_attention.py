@@ -1,0 +1,112 @@
+"""The Gluon (FA3-style, Hopper) prefill kernel against the torch reference on random paged caches.
+
+Runs only on a CUDA device of compute capability 9.x with a Triton whose Gluon dialect imports; everything
+else skips. The reference runs in fp32 on the same device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+if not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9):
+    pytest.skip("the Gluon prefill kernel needs a Hopper (sm_90) GPU", allow_module_level=True)
+pytest.importorskip("triton.experimental.gluon", reason="this Triton has no Gluon dialect")
+
+from engine.kernels import gluon_attention as ga  # noqa: E402
+from engine.kernels import reference  # noqa: E402
+
+DEVICE = "cuda"
+
+
+def paged_case(lens, new, heads, kv_heads, dim, block, dtype, seed=0):
+    """A shuffled paged cache (a few spare blocks) holding each sequence's context, plus the new tokens' queries."""
+    gen = torch.Generator().manual_seed(seed)
+    blocks_per = [(n + block - 1) // block for n in lens]
+    total = sum(blocks_per) + 3
+    perm = torch.randperm(total, generator=gen)
+    k_cache = torch.randn(total, block, kv_heads, dim, generator=gen).to(dtype)
+    v_cache = torch.randn(total, block, kv_heads, dim, generator=gen).to(dtype)
+    tables = torch.full((len(lens), max(blocks_per)), -1, dtype=torch.int32)
+    used = 0
+    for i, nb in enumerate(blocks_per):
+        tables[i, :nb] = perm[used : used + nb].to(torch.int32)
+        used += nb
+    cu = torch.tensor([0] + list(torch.tensor(new).cumsum(0)), dtype=torch.int32)
+    query = torch.randn(int(cu[-1]), heads, dim, generator=gen).to(dtype)
+    ctx = torch.tensor(lens, dtype=torch.int32)
+    return [t.to(DEVICE) for t in (query, k_cache, v_cache, cu, ctx, tables)]
+
+
+def full_attention_ref(query, k_cache, v_cache, cu, ctx, tables, scale):
+    """Non-causal reference: every new token of a sequence sees its whole context (fp32, one sequence at a time)."""
+    outs = []
+    block = k_cache.shape[1]
+    group = query.shape[1] // k_cache.shape[2]
+    for i in range(ctx.shape[0]):
+        pos = torch.arange(int(ctx[i]), device=DEVICE)
+        slots = tables[i, pos // block].long() * block + pos % block
+        k = k_cache.flatten(0, 1)[slots].float().repeat_interleave(group, dim=1).transpose(0, 1)
+        v = v_cache.flatten(0, 1)[slots].float().repeat_interleave(group, dim=1).transpose(0, 1)
+        q = query[int(cu[i]) : int(cu[i + 1])].float().transpose(0, 1)
+        probs = torch.softmax(q @ k.transpose(1, 2) * scale, dim=-1)
+        outs.append((probs @ v).transpose(0, 1))
+    return torch.cat(outs)
+
+
+CASES = [
+    # (context lengths, new tokens): varlen, lengths off the tile and block grid, cached prefixes
+    ([1, 100, 300, 1024 + 37], [1, 100, 300, 1024 + 37]),
+    ([1, 100 + 57, 300 + 700, 1024 + 37], [1, 100, 300, 1024 + 37]),
+    ([513, 64, 2048], [129, 64, 2048]),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("block", [256, 128])
+@pytest.mark.parametrize("lens,new", CASES)
+@pytest.mark.parametrize("pingpong", [True, False])
+def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, pingpong):
+    heads, kv_heads = 8, 2
+    q, kc, vc, cu, ctx, tables = paged_case(lens, new, heads, kv_heads, dim, block, dtype)
+    assert ga.supported(q, kc)
+    scale = dim**-0.5
+    out = ga.prefill_attention(q, kc, vc, cu, ctx, tables, scale, causal=causal, pingpong=pingpong)
+    args = [t.float() if t.is_floating_point() else t for t in (q, kc, vc, cu, ctx, tables)]
+    if causal:
+        ref = reference.prefill_attention(*args, scale=scale)
+    else:
+        ref = full_attention_ref(*args, scale=scale)
+    assert torch.isfinite(out).all()
+    err = (out.float() - ref).abs().max() / ref.abs().max()
+    assert err < 2e-2, f"max abs error {err:.2e} of the reference scale"
+
+
+def test_gluon_prefill_matches_triton_kernel_on_the_bench_shape():
+    """The benchmark's layout (identity tables, equal lengths, MHA) against our Triton kernel."""
+    from engine.kernels import triton_attention as tk
+
+    seq, batch, heads, dim, block = 2048, 2, 16, 128, 256
+    gen = torch.Generator(device=DEVICE).manual_seed(3)
+    kc = torch.randn(batch * seq // block, block, heads, dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    q = torch.randn(batch * seq, heads, dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
+    tables = torch.arange(batch * seq // block, device=DEVICE, dtype=torch.int32).view(batch, -1)
+    cu = torch.arange(batch + 1, device=DEVICE, dtype=torch.int32) * seq
+    ctx = torch.full((batch,), seq, device=DEVICE, dtype=torch.int32)
+    for causal in (True, False):
+        out = ga.prefill_attention(q, kc, vc, cu, ctx, tables, dim**-0.5, causal=causal, max_new_tokens=seq)
+        ref = tk.prefill_attention(q, kc, vc, cu, ctx, tables, dim**-0.5, causal=causal, max_new_tokens=seq)
+        assert (out.float() - ref.float()).abs().max() < 2e-2
+
+
+def test_supported_rejects_what_the_kernel_cannot_do():
+    q = torch.empty(4, 8, 128, device=DEVICE, dtype=torch.bfloat16)
+    assert ga.supported(q, torch.empty(2, 256, 2, 128, device=DEVICE, dtype=torch.bfloat16))
+    assert not ga.supported(q, torch.empty(2, 16, 2, 128, device=DEVICE, dtype=torch.bfloat16))  # block < BLOCK_N
+    assert not ga.supported(q.float(), torch.empty(2, 256, 2, 128, device=DEVICE))  # fp32
+    q96 = torch.empty(4, 8, 96, device=DEVICE, dtype=torch.bfloat16)
+    assert not ga.supported(q96, torch.empty(2, 256, 2, 96, device=DEVICE, dtype=torch.bfloat16))
+    assert not ga.supported(q.cpu(), torch.empty(2, 256, 2, 128, dtype=torch.bfloat16))
