@@ -13,6 +13,7 @@ from engine.kernels import reference
 
 _triton = None
 _fused = None
+_gluon = None
 
 
 def _gpu():
@@ -23,6 +24,19 @@ def _gpu():
 
         _triton = triton_attention
     return _triton
+
+
+def _gpu_gluon():
+    """The Gluon (Hopper) prefill module, or None when this Triton has no Gluon dialect."""
+    global _gluon
+    if _gluon is None:
+        try:
+            from engine.kernels import gluon_attention
+        except ImportError:
+            _gluon = False
+        else:
+            _gluon = gluon_attention
+    return _gluon or None
 
 
 def _gpu_fused():
@@ -89,8 +103,17 @@ def prefill_attention(
     scale: float,
     max_new_tokens: int | None = None,
 ) -> torch.Tensor:
-    """Varlen causal GQA attention of new tokens over their cached prefix plus themselves (see reference)."""
+    """Varlen causal GQA attention of new tokens over their cached prefix plus themselves (see reference).
+
+    On a Hopper GPU with cache blocks of 128 tokens or more the FA3-style Gluon kernel runs
+    (``gluon_attention.py``); any other CUDA device or block size gets the Triton kernel."""
     if query.is_cuda:
+        gluon = _gpu_gluon()
+        if gluon is not None and gluon.supported(query, k_cache):
+            return gluon.prefill_attention(
+                query, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
+                max_new_tokens=max_new_tokens,
+            )
         return _gpu().prefill_attention(
             query, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale, max_new_tokens=max_new_tokens
         )

@@ -3,9 +3,9 @@
 
 Plain Triton does not give us FA3's producer/consumer split with asynchronous wgmma, so this kernel spells it out:
 
-- One program per (query tile of ``BLOCK_M`` = 128 rows, sequence, head). Heads vary fastest (a GQA group's
-  programs run side by side and share K/V in L2); the tile index is the slowest grid axis and reversed, so the
-  longest causal tiles start first and the short ones fill the tail.
+- One program per (query tile of ``BLOCK_M`` = 128 rows, sequence, head), query tiles the fastest grid axis:
+  the programs running together walk the same sequence and head's keys and share them in L2 (measured on the
+  H200: 10-25% faster than heads fastest with the longest causal tiles first).
 - A one-warp producer partition walks the block table and TMA-loads K and V tiles (``BLOCK_N`` rows of one
   cache block, one KV head) into a ``STAGES``-deep shared-memory ring, with separate ready/empty mbarriers for
   K and V so S = Q K^T can start before V has landed.
@@ -65,6 +65,8 @@ def supported(query: torch.Tensor, k_cache: torch.Tensor) -> bool:
         and k_cache.dtype == query.dtype
         and query.shape[-1] in (64, 128)
         and k_cache.shape[1] % BLOCK_N == 0
+        and k_cache.is_contiguous()
+        and k_cache.data_ptr() % 16 == 0  # the tensor-copy engine needs 16-byte aligned bases and rows
     )
 
 
@@ -213,14 +215,14 @@ def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, pr
 
 @gluon.jit
 def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, block_tables, qk_scale,
-                    stride_ot, stride_oh, stride_bt, num_m_tiles,
+                    stride_ot, stride_oh, stride_bt,
                     GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                     PINGPONG: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                     num_warps: gl.constexpr):
-    head = gl.program_id(0)
+    tile = gl.program_id(0)
     seq = gl.program_id(1)
-    tile = num_m_tiles - 1 - gl.program_id(2)
+    head = gl.program_id(2)
     q_start = gl.load(cu_seqlens_q + seq)
     n_new = gl.load(cu_seqlens_q + seq + 1) - q_start
     if tile * BLOCK_M >= n_new:
@@ -301,13 +303,13 @@ def prefill_attention(
         max_new_tokens = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
     num_m_tiles = triton.cdiv(max_new_tokens, BLOCK_M)
     cache_rows = num_blocks * block_size
-    grid = (num_heads, num_seqs, num_m_tiles)
+    grid = (num_m_tiles, num_seqs, num_heads)
     _prefill_kernel[grid](
         _descriptor(query, num_tokens, BLOCK_M // CONSUMERS, head_dim),
         _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
         _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
         out, cu_seqlens_q, context_lens, block_tables, scale * LOG2E,
-        out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles,
+        out.stride(0), out.stride(1), block_tables.stride(0),
         GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, STAGES=_stages(head_dim), CAUSAL=causal, PINGPONG=pingpong,
         CONSUMER_REGS=CONSUMER_REGS, PRODUCER_REGS=PRODUCER_REGS, num_warps=CONSUMER_WARPS, maxnreg=MAXNREG,

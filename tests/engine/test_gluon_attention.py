@@ -110,3 +110,18 @@ def test_supported_rejects_what_the_kernel_cannot_do():
     q96 = torch.empty(4, 8, 96, device=DEVICE, dtype=torch.bfloat16)
     assert not ga.supported(q96, torch.empty(2, 256, 2, 96, device=DEVICE, dtype=torch.bfloat16))
     assert not ga.supported(q.cpu(), torch.empty(2, 256, 2, 128, dtype=torch.bfloat16))
+
+
+def test_engine_op_runs_the_gluon_kernel_for_large_blocks_and_triton_for_small():
+    """``engine.kernels.prefill_attention`` (what the models call) picks Gluon for 256-token blocks and the
+    Triton kernel for the engine's default 16-token blocks; both agree with the reference."""
+    from engine import kernels
+    from engine.kernels import triton_attention as tk
+
+    for block, impl in ((256, ga), (16, tk)):
+        q, kc, vc, cu, ctx, tables = paged_case([300, 45], [200, 45], 9, 3, 64, block, torch.bfloat16, seed=4)
+        out = kernels.prefill_attention(q, kc, vc, cu, ctx, tables, 0.125)
+        assert torch.equal(out, impl.prefill_attention(q, kc, vc, cu, ctx, tables, 0.125))
+        args = [t.float() if t.is_floating_point() else t for t in (q, kc, vc, cu, ctx, tables)]
+        ref = reference.prefill_attention(*args, scale=0.125)
+        assert (out.float() - ref).abs().max() / ref.abs().max() < 2e-2
