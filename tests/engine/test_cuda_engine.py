@@ -59,6 +59,20 @@ def test_fp32_on_gpu_matches_the_cpu_reference_tightly(llm):
     del gpu32
 
 
+def test_large_blocks_run_the_gluon_prefill_and_match_the_cpu_reference(llm):
+    """With 256-token blocks on a Hopper GPU the prefill attention is the Gluon kernel's (same contract): the
+    greedy paths' log-probs still match the fp32 CPU reference within bf16 precision."""
+    big = _gpu_llm(block_size=256)
+    if torch.cuda.get_device_capability()[0] == 9:
+        from engine import kernels
+
+        gluon = kernels._gpu_gluon()
+        query = torch.empty(4, 9, 64, device="cuda", dtype=torch.bfloat16)
+        assert gluon is not None and gluon.supported(query, big.engine.runner.kv_cache[0, 0])
+    assert _max_logprob_gap(big, llm) < 0.15
+    del big
+
+
 def test_cuda_graphs_give_the_eager_results(gpu_llm):
     eager = _gpu_llm(cuda_graphs=False)
     assert not eager.engine.runner.graphs
