@@ -7,8 +7,10 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   items running together walk the same sequence and head's keys and share them in L2 (measured on the H200:
   10-25% faster than heads fastest with the longest causal tiles first). Items whose tile lies past the
   sequence's new tokens are empty.
-- Persistent (default): one program per SM (at most one per item), program p taking items p, p + programs, ...
-  in that order, so the set running at once still moves through the items in order. The producer runs ahead
+- Persistent (default): about one program per SM (at most one per item), program p taking items p, p + programs,
+  ... in that order, so the set running at once still moves through the items in order; the program count
+  shares no factor with the tiles per (sequence, head), which spreads the causal tiles' unequal costs and the
+  empty tiles evenly (see ``_persistent_programs``). The producer runs ahead
   across items: it loads the next item's Q (double-buffered per warpgroup) and first K/V tiles while the
   consumers finish the current item's last tiles and store its output, which hides the per-item start-up
   (Q latency, the first Q K^T with nothing to overlap) and tail that short sequences cannot amortise. Every
@@ -37,6 +39,7 @@ applies.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import triton
@@ -418,6 +421,18 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _persistent_programs(num_sms: int, num_m_tiles: int, num_items: int) -> int:
+    """Programs of the persistent grid: the most, up to one per SM, that share no factor with the query tiles per
+    (sequence, head), so that program p's items p, p + programs, ... cycle through every tile index instead of
+    repeating a few (132 programs over 8 tiles would give each program tiles t and t + 4 only: the causal costs
+    then differ up to 2x between programs, the skipped tiles of short sequences pile onto some). At most one
+    program per item."""
+    programs = num_sms
+    while math.gcd(programs, num_m_tiles) != 1:
+        programs -= 1
+    return min(programs, num_items)
+
+
 def prefill_attention(
     query: torch.Tensor,
     k_cache: torch.Tensor,
@@ -447,7 +462,7 @@ def prefill_attention(
     num_m_tiles = triton.cdiv(max_new_tokens, BLOCK_M)
     num_items = num_m_tiles * num_seqs * num_heads
     if persistent:
-        grid = (min(_num_sms(query.device.index), num_items),)
+        grid = (_persistent_programs(_num_sms(query.device.index), num_m_tiles, num_items),)
     else:
         grid = (num_m_tiles, num_seqs, num_heads)
     cache_rows = num_blocks * block_size

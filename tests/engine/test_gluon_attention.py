@@ -148,3 +148,9 @@ def test_engine_op_runs_the_gluon_kernel_for_large_blocks_and_triton_for_small()
         args = [t.float() if t.is_floating_point() else t for t in (q, kc, vc, cu, ctx, tables)]
         ref = reference.prefill_attention(*args, scale=0.125)
         assert (out.float() - ref).abs().max() / ref.abs().max() < 2e-2
+
+
+def test_persistent_grid_shares_no_factor_with_the_tiles_per_head():
+    assert ga._persistent_programs(132, 8, 4096) == 131  # 132 would give each program tiles t and t + 4 only
+    assert ga._persistent_programs(132, 5, 4096) == 132
+    assert ga._persistent_programs(132, 8, 40) == 40  # at most one program per item
