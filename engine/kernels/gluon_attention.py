@@ -339,13 +339,14 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
     #   complete phase c // STAGES when its TMA lands (consumers wait parity (c // STAGES) & 1), and
     #   k_empty/v_empty[stage] (count 2) complete phase c // STAGES when both consumers released it (the producer
     #   waits parity ((c // STAGES) & 1) ^ 1 before loading tile c, i.e. for tile c - STAGES's release).
-    # - work item i (persistent): warpgroup WG's Q buffer 2 * WG + i % 2; q_ready completes phase i // 2 when the
-    #   rows land (WG waits parity (i // 2) & 1), q_empty (count 1) phase i // 2 when WG finished item i (the
-    #   producer waits parity ((i // 2) & 1) ^ 1 before loading item i, i.e. for item i - 2's release).
+    # - work item i (persistent): warpgroup WG's Q buffer 2 * WG + i % 2; its ready barrier (q_bars, called
+    #   q_ready in the partitions) completes phase i // 2 when the rows land (WG waits parity (i // 2) & 1),
+    #   q_empty (count 1) phase i // 2 when WG finished item i (the producer waits parity ((i // 2) & 1) ^ 1
+    #   before loading item i, i.e. for item i - 2's release).
     # - wgmma turn k (an item of n key tiles takes n + 1 turns, in the same order in both warpgroups): turns[1]
     #   completes phase k when warpgroup 0 issued turn k, turns[0] phase k when warpgroup 1 did; warpgroup 0
     #   waits turns[0] parity (k & 1) ^ 1 (warpgroup 1's turn k - 1), warpgroup 1 waits turns[1] parity k & 1.
-    # No waiter can fall two phases behind the barrier it waits on: each barrier's next completion needs that
+    # No barrier can run two phases past a waiter (the parity would alias): its next completion needs that
     # waiter's own later arrival (the ring and Q buffers through their empty/ready pair, turns by alternation).
     if not PERSISTENT:  # one work item per program: (query tile, sequence, head) from the grid
         tile = gl.program_id(0)
@@ -417,7 +418,7 @@ def _descriptor(t: torch.Tensor, rows: int, block_rows: int, head_dim: int) -> T
 
 @functools.cache
 def _num_sms(device_index: int) -> int:
-    """Streaming multiprocessors of a device: the persistent grid's size (queried once per device)."""
+    """Streaming multiprocessors of a device, bounding the persistent grid (queried once per device)."""
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
