@@ -5,8 +5,9 @@ bf16, 16 query heads (GQA off, so SDPA compares like for like); ours reads K/V f
 (block size 256, identity block tables). FLOPs counted as 4 * b * h * s^2 * d (halved when causal).
 Decode: achieved bandwidth (K/V bytes read / time) at batch 1-256 and context 1k-32k, 32 query heads over
 8 KV heads, head dim 128, bf16, against the device's measured copy bandwidth (bytes read + written / time).
-Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json; --gluon adds a column
-for the Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py.
+Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json; --gluon adds columns
+for the Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py (persistent, the
+default, and one program per work item) and a mixed-length batch timing both.
 
     python benchmarks/attention_gpu.py [--json OUT] [--quick] [--gluon]
 """
@@ -14,6 +15,7 @@ for the Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_at
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -86,6 +88,34 @@ def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: 
     return out
 
 
+def gluon_varlen_point(dim: int, causal: bool, seed: int = 0) -> dict:
+    """TFLOP/s of the Gluon prefill kernel, persistent and one program per work item, on a mixed batch: one 4k
+    sequence plus 63 of 64-1024 new tokens, half behind a cached prefix of up to 2k (paged, block size 256)."""
+    gen = torch.Generator().manual_seed(seed)
+    new = torch.cat([torch.tensor([4096]), torch.randint(64, 1025, (63,), generator=gen)])
+    prefix = torch.randint(0, 2049, (64,), generator=gen) * (torch.rand(64, generator=gen) < 0.5)
+    ctx = new + prefix
+    heads, block = (16 if dim == 128 else 32), 256
+    blocks_per = (ctx + block - 1) // block
+    k_cache = torch.randn(int(blocks_per.sum()), block, heads, dim, device="cuda", dtype=DTYPE)
+    v_cache = torch.randn_like(k_cache)
+    tables = torch.zeros(64, int(blocks_per.max()), dtype=torch.int32)
+    for i, start in enumerate((blocks_per.cumsum(0) - blocks_per).tolist()):
+        tables[i, : blocks_per[i]] = torch.arange(start, start + int(blocks_per[i]))
+    query = torch.randn(int(new.sum()), heads, dim, device="cuda", dtype=DTYPE)
+    cu = torch.cat([torch.zeros(1, dtype=torch.int64), new.cumsum(0)]).to(torch.int32).cuda()
+    pairs = (new * prefix + new * (new + 1) / 2) if causal else new * ctx  # visible (query, key) pairs
+    flops = 4 * heads * dim * float(pairs.sum())
+    from engine.kernels import gluon_attention
+
+    args = (query, k_cache, v_cache, cu, ctx.to(torch.int32).cuda(), tables.cuda(), dim**-0.5)
+    out = {"dim": dim, "causal": causal}
+    for name, persistent in (("persistent", True), ("per_item", False)):
+        ms = bench(functools.partial(gluon_attention.prefill_attention, *args, causal=causal, persistent=persistent))
+        out[name] = flops / (ms * 1e-3) / 1e12
+    return out
+
+
 def decode_point(batch: int, ctx_len: int, heads: int = 32, kv_heads: int = 8, dim: int = 128) -> dict:
     block = 16
     blocks_per = ctx_len // block
@@ -139,6 +169,9 @@ def main() -> None:
         for p in result["prefill"]:
             g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon")
             p["gluon"], p["gluon_rel_err"] = g["ours"], g["rel_err"]
+            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", persistent=False)
+            p["gluon_per_item"] = g["ours"]
+        result["gluon_varlen"] = [gluon_varlen_point(d, c) for d in (64, 128) for c in (False, True)]
     batches = [1, 64, 256] if args.quick else [1, 8, 64, 256]
     ctxs = [1024, 4096, 32768] if args.quick else [1024, 4096, 16384, 32768]
     result["decode"] = []
@@ -149,10 +182,10 @@ def main() -> None:
             result["decode"].append(decode_point(b, c))
             torch.cuda.empty_cache()
     print(f"device {result['device']}, copy bandwidth {result['copy_tb_s']:.2f} TB/s")
-    gl_head = " gluon | gluon / cuDNN | gluon rel err |" if args.gluon else ""
+    gl_head = " gluon | gluon / cuDNN | gluon rel err | gluon per item |" if args.gluon else ""
     print(f"\nprefill TFLOP/s (bf16)\n| dim | causal | seq | ours | sdpa flash | sdpa cuDNN | ours / cuDNN | rel err |"
           f"{gl_head}")
-    print("|---|---|---|---|---|---|---|---|" + "---|---|---|" * args.gluon)
+    print("|---|---|---|---|---|---|---|---|" + "---|---|---|---|" * args.gluon)
     for p in result["prefill"]:
         cud = p.get("sdpa_cudnn")
         ratio = f"{p['ours'] / cud:.2f}" if cud else "-"
@@ -162,8 +195,13 @@ def main() -> None:
                f"{p['rel_err']:.1e} |")
         if args.gluon:
             gl_ratio = f"{p['gluon'] / cud:.2f}" if cud else "-"
-            row += f" {p['gluon']:.0f} | {gl_ratio} | {p['gluon_rel_err']:.1e} |"
+            row += f" {p['gluon']:.0f} | {gl_ratio} | {p['gluon_rel_err']:.1e} | {p['gluon_per_item']:.0f} |"
         print(row)
+    if args.gluon:
+        print("\nGluon prefill TFLOP/s on a mixed batch (1 x 4k + 63 x 64-1024 new tokens, half with prefixes)")
+        print("| dim | causal | persistent | per item |\n|---|---|---|---|")
+        for v in result["gluon_varlen"]:
+            print(f"| {v['dim']} | {v['causal']} | {v['persistent']:.0f} | {v['per_item']:.0f} |")
     print("\ndecode (bf16, 32 q heads / 8 kv heads, dim 128; eager launch and CUDA-graph replay)")
     print("| batch | context | ms | TB/s | % of copy | graph ms | graph TB/s | graph % of copy |")
     print("|---|---|---|---|---|---|---|---|")

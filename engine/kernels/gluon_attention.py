@@ -3,14 +3,25 @@
 
 Plain Triton does not give us FA3's producer/consumer split with asynchronous wgmma, so this kernel spells it out:
 
-- One program per (query tile of ``BLOCK_M`` = 128 rows, sequence, head), query tiles the fastest grid axis:
-  the programs running together walk the same sequence and head's keys and share them in L2 (measured on the
-  H200: 10-25% faster than heads fastest with the longest causal tiles first).
+- Work items are (query tile of ``BLOCK_M`` = 128 rows, sequence, head), query tiles the fastest axis: the
+  items running together walk the same sequence and head's keys and share them in L2 (measured on the H200:
+  10-25% faster than heads fastest with the longest causal tiles first). Items whose tile lies past the
+  sequence's new tokens are empty.
+- Persistent (default): about one program per SM (at most one per item), program p taking items p, p + programs,
+  ... in that order, so the set running at once still moves through the items in order; the program count
+  shares no factor with the tiles per (sequence, head), which spreads the causal tiles' unequal costs and the
+  empty tiles evenly (see ``_persistent_programs``). The producer runs ahead
+  across items: it loads the next item's Q (double-buffered per warpgroup) and first K/V tiles while the
+  consumers finish the current item's last tiles and store its output, which hides the per-item start-up
+  (Q latency, the first Q K^T with nothing to overlap) and tail that short sequences cannot amortise. Every
+  barrier phase follows from running counts (key tiles, wgmma turns, items) that all partitions keep alike,
+  see ``_prefill_kernel``. With ``persistent=False`` one program per item, the grid ordering the items.
 - A one-warp producer partition walks the block table and TMA-loads K and V tiles (``BLOCK_N`` rows of one
   cache block, one KV head) into a ``STAGES``-deep shared-memory ring, with separate ready/empty mbarriers for
   K and V so S = Q K^T can start before V has landed.
 - Two consumer partitions of one warpgroup each (the default partition and a worker) own 64 query rows apiece,
-  each with its Q rows in shared memory (one TMA load) and its own arrivals on the K/V empty barriers (count 2).
+  each with its Q rows in shared memory (one TMA load: by the producer when persistent, else by the consumer)
+  and its own arrivals on the K/V empty barriers (count 2).
   Per key tile j a consumer issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} as asynchronous wgmmas, waits for S_j
   only, and runs tile j's online softmax (exp2 domain, scale folded into one FMA) before waiting for P V; P stays
   in registers as the wgmma A operand. With ``pingpong`` (default) the two warpgroups take turns issuing their
@@ -26,6 +37,9 @@ applies.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 import triton
@@ -71,13 +85,15 @@ def supported(query: torch.Tensor, k_cache: torch.Tensor) -> bool:
 
 
 @gluon.jit
-def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles,
+def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles, kv0,
                  BLOCK_SIZE: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-    """Load K and V tile j (cache rows of context positions j*BLOCK_N ..) into ring slot j % STAGES."""
+    """Load K and V tile j (cache rows of context positions j*BLOCK_N ..) into the ring; kv0 is the number of
+    tiles this program loaded before (the ring's running position: tile j is the program's tile kv0 + j)."""
     k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = ring
     for j in range(n_tiles):
-        stage = j % STAGES
-        phase = (j // STAGES) & 1
+        c = kv0 + j
+        stage = c % STAGES
+        phase = (c // STAGES) & 1
         start = j * BLOCK_N
         row = gl.load(table + start // BLOCK_SIZE) * BLOCK_SIZE + start % BLOCK_SIZE
         # A fresh mbarrier counts as having completed the phase before 0: the first lap does not wait.
@@ -87,6 +103,56 @@ def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles,
         mbarrier.wait(v_empty.index(stage), phase ^ 1)
         mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(v_desc, [row, kv_col], v_ready.index(stage), v_bufs.index(stage))
+
+
+@gluon.jit
+def _item_extent(tile, seq, cu_seqlens_q, context_lens,
+                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
+    """Work item (query tile, sequence)'s first query row, new-token count, cached prefix, context length and the
+    number of key tiles it visits (ignoring, the caller checks, whether the tile lies past the new tokens)."""
+    q_start = gl.load(cu_seqlens_q + seq)
+    n_new = gl.load(cu_seqlens_q + seq + 1) - q_start
+    ctx = gl.load(context_lens + seq)
+    prefix = ctx - n_new
+    if CAUSAL:
+        visit_end = gl.minimum(ctx, prefix + (tile + 1) * BLOCK_M)
+    else:
+        visit_end = ctx
+    return q_start, n_new, prefix, ctx, gl.cdiv(visit_end, BLOCK_N)
+
+
+@gluon.jit
+def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt,
+                         GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
+                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                         CAUSAL: gl.constexpr):
+    """Walk this program's work items and load each one's Q rows (both warpgroups', into the item's half of the
+    Q double buffer) then its K/V tiles, without waiting for the consumers to finish the previous item: only
+    the ring's and the Q buffers' empty barriers hold it back, so the next item's loads overlap the consumers'
+    last tiles and output store."""
+    q_bufs, q_ready, q_empty = q_ring
+    cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
+    WG_M: gl.constexpr = q_desc.block_type.shape[0]
+    kv = gl.to_tensor(0)  # key tiles loaded so far
+    it = gl.to_tensor(0)  # work items started so far (skipped ones not counted)
+    for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
+        tile = w % num_m_tiles
+        seq = (w // num_m_tiles) % num_seqs
+        head = w // (num_m_tiles * num_seqs)
+        q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
+                                                            BLOCK_M, BLOCK_N, CAUSAL)
+        if tile * BLOCK_M < n_new:
+            for wg in gl.static_range(2):
+                q = 2 * wg + it % 2
+                mbarrier.wait(q_empty.index(q), ((it // 2) & 1) ^ 1)
+                mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
+                                                q_ready.index(q), q_bufs.index(q))
+            table = block_tables + seq.to(gl.int64) * stride_bt
+            _kv_producer(k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, kv,
+                         BLOCK_SIZE, BLOCK_N, STAGES)
+            kv += n_tiles
+            it += 1
 
 
 @gluon.jit
@@ -130,29 +196,24 @@ def _pass_turn(turns, WG: gl.constexpr, PINGPONG: gl.constexpr):
 
 
 @gluon.jit
-def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale,
-                        stride_ot, stride_oh,
-                        WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
-                        num_warps: gl.constexpr):
-    """Q K^T, online softmax and P V of warpgroup WG's BLOCK_M query rows of the tile over the key tiles the
-    producer streams in; writes those output rows. With PINGPONG the two warpgroups take turns issuing their
-    wgmmas (FA3's schedule), so one's softmax overlaps the other's matrix products."""
+def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, ctx, n_tiles, kv0, turn0,
+                  qk_scale, stride_ot, stride_oh,
+                  WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr):
+    """Q K^T, online softmax and P V of warpgroup WG's BLOCK_M query rows of one work item over the key tiles the
+    producer streams in; writes those output rows. The item's Q lands on q_bar's phase q_phase; its key tiles are
+    the program's tiles kv0 .. kv0 + n_tiles - 1 (ring position) and its n_tiles + 1 wgmma turns the program's
+    turns turn0 .. turn0 + n_tiles. With PINGPONG the two warpgroups take turns issuing their wgmmas (FA3's
+    schedule), so one's softmax overlaps the other's matrix products."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
-    dtype: gl.constexpr = q_desc.dtype
+    dtype: gl.constexpr = q_smem.dtype
     k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = ring
-    q_start, n_new, tile_row = rows
-    row0 = tile_row + WG * BLOCK_M
-    q_smem = q_bufs.index(WG)
-    q_bar = q_bars.index(WG)
-
-    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [q_start + row0, head * HEAD_DIM], q_bar, q_smem)
+    q_start, n_new, row0 = rows
 
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     first_q_pos = prefix + row0
@@ -161,26 +222,28 @@ def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, pr
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
     s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
-    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(q_bar, q_phase)
 
     # Tile 0: nothing to overlap with yet.
-    mbarrier.wait(k_ready.index(0), 0)
-    _take_turn(turns, 0, WG, PINGPONG)
-    s_tok = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
+    stage = kv0 % STAGES
+    mbarrier.wait(k_ready.index(stage), (kv0 // STAGES) & 1)
+    _take_turn(turns, turn0, WG, PINGPONG)
+    s_tok = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
     _pass_turn(turns, WG, PINGPONG)
     s = warpgroup_mma_wait(0, deps=(s_tok,))
-    mbarrier.arrive(k_empty.index(0))
+    mbarrier.arrive(k_empty.index(stage))
     p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, 0, ctx, qk_scale, offs_n,
                                        _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
 
     for j in range(1, n_tiles):
-        stage = j % STAGES
-        prev = (j - 1) % STAGES
-        mbarrier.wait(k_ready.index(stage), (j // STAGES) & 1)
-        _take_turn(turns, j, WG, PINGPONG)
+        c = kv0 + j
+        stage = c % STAGES
+        prev = (c - 1) % STAGES
+        mbarrier.wait(k_ready.index(stage), (c // STAGES) & 1)
+        _take_turn(turns, turn0 + j, WG, PINGPONG)
         s_tok = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
-        mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
+        mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
         o_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
         _pass_turn(turns, WG, PINGPONG)
         # wgmma groups retire in order: one left outstanding means S_j is done and P_{j-1} V_{j-1} may still run.
@@ -194,9 +257,10 @@ def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, pr
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
         p_op = gl.convert_layout(p.to(dtype), p_layout)
 
-    last = (n_tiles - 1) % STAGES
-    mbarrier.wait(v_ready.index(last), ((n_tiles - 1) // STAGES) & 1)
-    _take_turn(turns, n_tiles, WG, PINGPONG)
+    c = kv0 + n_tiles - 1
+    last = c % STAGES
+    mbarrier.wait(v_ready.index(last), (c // STAGES) & 1)
+    _take_turn(turns, turn0 + n_tiles, WG, PINGPONG)
     o_tok = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
     _pass_turn(turns, WG, PINGPONG)
     acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
@@ -214,60 +278,135 @@ def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, pr
 
 
 @gluon.jit
+def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale,
+                        stride_ot, stride_oh,
+                        WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                        num_warps: gl.constexpr):
+    """One work item per program: load warpgroup WG's Q rows itself (one TMA load), then attend them."""
+    q_start, n_new, tile_row = rows
+    row0 = tile_row + WG * BLOCK_M
+    mbarrier.expect(q_bars.index(WG), q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [q_start + row0, head * HEAD_DIM], q_bars.index(WG), q_bufs.index(WG))
+    _consume_item(q_bufs.index(WG), q_bars.index(WG), 0, ring, turns, out, (q_start, n_new, row0), head, prefix,
+                  ctx, n_tiles, 0, 0, qk_scale, stride_ot, stride_oh,
+                  WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)
+
+
+@gluon.jit
+def _persistent_consumer(ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh,
+                         WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                         STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                         num_warps: gl.constexpr):
+    """Walk this program's work items in the producer's order (skipping the same ones) and attend warpgroup WG's
+    query rows of each, keeping the running ring, turn and Q-buffer positions that the phases derive from."""
+    q_bufs, q_ready, q_empty = q_ring
+    cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
+    TILE_M: gl.constexpr = 2 * BLOCK_M  # query rows per work item
+    kv = gl.to_tensor(0)  # key tiles consumed so far
+    turn = gl.to_tensor(0)  # wgmma turns taken so far (n_tiles + 1 per item)
+    it = gl.to_tensor(0)  # work items attended so far
+    for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
+        tile = w % num_m_tiles
+        seq = (w // num_m_tiles) % num_seqs
+        head = w // (num_m_tiles * num_seqs)
+        q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
+                                                            TILE_M, BLOCK_N, CAUSAL)
+        if tile * TILE_M < n_new:
+            q = 2 * WG + it % 2
+            _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out,
+                          (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, turn,
+                          qk_scale, stride_ot, stride_oh,
+                          WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)
+            # Every wgmma reading this Q buffer has retired: the producer may load item it + 2's Q into it.
+            mbarrier.arrive(q_empty.index(q))
+            kv += n_tiles
+            turn += n_tiles + 1
+            it += 1
+
+
+@gluon.jit
 def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, block_tables, qk_scale,
-                    stride_ot, stride_oh, stride_bt,
+                    stride_ot, stride_oh, stride_bt, num_m_tiles, num_seqs, num_items,
                     GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                    PINGPONG: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                    num_warps: gl.constexpr):
-    tile = gl.program_id(0)
-    seq = gl.program_id(1)
-    head = gl.program_id(2)
-    q_start = gl.load(cu_seqlens_q + seq)
-    n_new = gl.load(cu_seqlens_q + seq + 1) - q_start
-    if tile * BLOCK_M >= n_new:
-        return
-    ctx = gl.load(context_lens + seq)
-    prefix = ctx - n_new
-    if CAUSAL:
-        visit_end = gl.minimum(ctx, prefix + (tile + 1) * BLOCK_M)
-    else:
-        visit_end = ctx
-    n_tiles = gl.cdiv(visit_end, BLOCK_N)
-    table = block_tables + seq.to(gl.int64) * stride_bt
+                    PINGPONG: gl.constexpr, PERSISTENT: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                    PRODUCER_REGS: gl.constexpr, num_warps: gl.constexpr):
+    # Barrier phases (u-th completion = phase u; a wait for parity P passes once a phase of parity P completed,
+    # and a fresh barrier counts as having completed the phase before 0). Every index below is a running count
+    # over this program's (non-skipped) work items, which the producer and both consumers walk identically:
+    # - key tile c (c-th tile loaded/consumed by the program): ring stage c % STAGES; k_ready/v_ready[stage]
+    #   complete phase c // STAGES when its TMA lands (consumers wait parity (c // STAGES) & 1), and
+    #   k_empty/v_empty[stage] (count 2) complete phase c // STAGES when both consumers released it (the producer
+    #   waits parity ((c // STAGES) & 1) ^ 1 before loading tile c, i.e. for tile c - STAGES's release).
+    # - work item i (persistent): warpgroup WG's Q buffer 2 * WG + i % 2; its ready barrier (q_bars, called
+    #   q_ready in the partitions) completes phase i // 2 when the rows land (WG waits parity (i // 2) & 1),
+    #   q_empty (count 1) phase i // 2 when WG finished item i (the producer waits parity ((i // 2) & 1) ^ 1
+    #   before loading item i, i.e. for item i - 2's release).
+    # - wgmma turn k (an item of n key tiles takes n + 1 turns, in the same order in both warpgroups): turns[1]
+    #   completes phase k when warpgroup 0 issued turn k, turns[0] phase k when warpgroup 1 did; warpgroup 0
+    #   waits turns[0] parity (k & 1) ^ 1 (warpgroup 1's turn k - 1), warpgroup 1 waits turns[1] parity k & 1.
+    # No barrier can run two phases past a waiter (the parity would alias): its next completion needs that
+    # waiter's own later arrival (the ring and Q buffers through their empty/ready pair, turns by alternation).
+    if not PERSISTENT:  # one work item per program: (query tile, sequence, head) from the grid
+        tile = gl.program_id(0)
+        seq = gl.program_id(1)
+        head = gl.program_id(2)
+        q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
+                                                            BLOCK_M, BLOCK_N, CAUSAL)
+        if tile * BLOCK_M >= n_new:
+            return
     WG_M: gl.constexpr = q_desc.block_type.shape[0]  # query rows per consumer warpgroup
-
-    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    Q_BUFS: gl.constexpr = 4 if PERSISTENT else 2  # persistent: double-buffered per warpgroup
+    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [Q_BUFS] + q_desc.block_type.shape, q_desc.layout)
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-    q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_bars = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
     turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
+    for i in gl.static_range(Q_BUFS):
         mbarrier.init(q_bars.index(i), count=1)
+    for i in gl.static_range(2):
         mbarrier.init(turns.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)  # one arrival per consumer warpgroup
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=2)
-    fence_async_shared()
-
     ring = (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty)
-    rows = (q_start, n_new, tile * BLOCK_M)
-    gl.warp_specialize([
-        (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
-                               qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
-                               PINGPONG, num_warps)),
-        (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
-                               qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
-                               PINGPONG, num_warps)),
-        (_kv_producer, (k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, BLOCK_SIZE, BLOCK_N,
-                        STAGES)),
-    ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+    if PERSISTENT:
+        q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(Q_BUFS):
+            mbarrier.init(q_empty.index(i), count=1)
+        fence_async_shared()
+        q_ring = (q_bufs, q_bars, q_empty)
+        sched = (cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items)
+        gl.warp_specialize([
+            (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M,
+                                    BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
+            (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M,
+                                    BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
+            (_persistent_producer, (q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt, GROUP,
+                                    BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+        ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        fence_async_shared()
+        table = block_tables + seq.to(gl.int64) * stride_bt
+        rows = (q_start, n_new, tile * BLOCK_M)
+        gl.warp_specialize([
+            (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
+                                   qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
+                                   PINGPONG, num_warps)),
+            (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
+                                   qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
+                                   PINGPONG, num_warps)),
+            (_kv_producer, (k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE,
+                            BLOCK_N, STAGES)),
+        ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 def _descriptor(t: torch.Tensor, rows: int, block_rows: int, head_dim: int) -> TensorDescriptor:
@@ -275,6 +414,24 @@ def _descriptor(t: torch.Tensor, rows: int, block_rows: int, head_dim: int) -> T
     flat = t.view(rows, -1)
     layout = gl.NVMMASharedLayout.get_default_for([block_rows, head_dim], _GL_DTYPES[t.dtype])
     return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [block_rows, head_dim], layout)
+
+
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    """Streaming multiprocessors of a device, bounding the persistent grid (queried once per device)."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _persistent_programs(num_sms: int, num_m_tiles: int, num_items: int) -> int:
+    """Programs of the persistent grid: the most, up to one per SM, that share no factor with the query tiles per
+    (sequence, head), so that program p's items p, p + programs, ... cycle through every tile index instead of
+    repeating a few (132 programs over 8 tiles would give each program tiles t and t + 4 only: the causal costs
+    then differ up to 2x between programs, the skipped tiles of short sequences pile onto some). At most one
+    program per item."""
+    programs = num_sms
+    while math.gcd(programs, num_m_tiles) != 1:
+        programs -= 1
+    return min(programs, num_items)
 
 
 def prefill_attention(
@@ -288,10 +445,12 @@ def prefill_attention(
     causal: bool = True,
     max_new_tokens: int | None = None,
     pingpong: bool = True,
+    persistent: bool = True,
 ) -> torch.Tensor:
     """Varlen GQA attention of the new tokens over each sequence's cached prefix plus themselves; the contract of
     ``triton_attention.prefill_attention`` (check ``supported`` first). ``pingpong=False`` lets the two consumer
-    warpgroups issue wgmmas whenever they are ready instead of taking turns (for A/B timing)."""
+    warpgroups issue wgmmas whenever they are ready instead of taking turns, ``persistent=False`` launches one
+    program per work item instead of one per SM walking many (both for A/B timing)."""
     num_tokens, num_heads, head_dim = query.shape
     num_blocks, block_size, num_kv_heads, _ = k_cache.shape
     out = torch.empty_like(query)
@@ -302,16 +461,21 @@ def prefill_attention(
     if max_new_tokens is None:
         max_new_tokens = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
     num_m_tiles = triton.cdiv(max_new_tokens, BLOCK_M)
+    num_items = num_m_tiles * num_seqs * num_heads
+    if persistent:
+        grid = (_persistent_programs(_num_sms(query.device.index), num_m_tiles, num_items),)
+    else:
+        grid = (num_m_tiles, num_seqs, num_heads)
     cache_rows = num_blocks * block_size
-    grid = (num_m_tiles, num_seqs, num_heads)
     _prefill_kernel[grid](
         _descriptor(query, num_tokens, BLOCK_M // CONSUMERS, head_dim),
         _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
         _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
         out, cu_seqlens_q, context_lens, block_tables, scale * LOG2E,
-        out.stride(0), out.stride(1), block_tables.stride(0),
+        out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles, num_seqs, num_items,
         GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, STAGES=_stages(head_dim), CAUSAL=causal, PINGPONG=pingpong,
-        CONSUMER_REGS=CONSUMER_REGS, PRODUCER_REGS=PRODUCER_REGS, num_warps=CONSUMER_WARPS, maxnreg=MAXNREG,
+        PERSISTENT=persistent, CONSUMER_REGS=CONSUMER_REGS, PRODUCER_REGS=PRODUCER_REGS,
+        num_warps=CONSUMER_WARPS, maxnreg=MAXNREG,
     )
     return out

@@ -67,14 +67,12 @@ CASES = [
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("block", [256, 128])
 @pytest.mark.parametrize("lens,new", CASES)
-@pytest.mark.parametrize("pingpong", [True, False])
-def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, pingpong):
-    heads, kv_heads = 8, 2
-    q, kc, vc, cu, ctx, tables = paged_case(lens, new, heads, kv_heads, dim, block, dtype)
+def check_against_reference(case, causal, scale, **options):
+    """Run the kernel on a ``paged_case`` and compare with the fp32 reference (causal or full)."""
+    q, kc, vc, cu, ctx, tables = case
     assert ga.supported(q, kc)
-    scale = dim**-0.5
-    out = ga.prefill_attention(q, kc, vc, cu, ctx, tables, scale, causal=causal, pingpong=pingpong)
-    args = [t.float() if t.is_floating_point() else t for t in (q, kc, vc, cu, ctx, tables)]
+    out = ga.prefill_attention(q, kc, vc, cu, ctx, tables, scale, causal=causal, **options)
+    args = [t.float() if t.is_floating_point() else t for t in case]
     if causal:
         ref = reference.prefill_attention(*args, scale=scale)
     else:
@@ -82,6 +80,31 @@ def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, p
     assert torch.isfinite(out).all()
     err = (out.float() - ref).abs().max() / ref.abs().max()
     assert err < 2e-2, f"max abs error {err:.2e} of the reference scale"
+
+
+@pytest.mark.parametrize("pingpong,persistent", [(True, True), (True, False), (False, False)])
+def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, pingpong, persistent):
+    case = paged_case(lens, new, 8, 2, dim, block, dtype)
+    check_against_reference(case, causal, dim**-0.5, pingpong=pingpong, persistent=persistent)
+
+
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("causal", [True, False])
+def test_persistent_walks_many_more_items_than_sms(dim, causal):
+    """64 sequences of 1..700 new tokens, most behind a cached prefix: thousands of work items (many of them
+    empty, many with one key tile) per SM-sized grid, so each program carries its ring, turn and Q-buffer phases
+    across dozens of items."""
+    gen = torch.Generator().manual_seed(5)
+    new = torch.randint(1, 701, (64,), generator=gen)
+    prefix = torch.randint(0, 900, (64,), generator=gen) * (torch.rand(64, generator=gen) < 0.7)
+    case = paged_case((new + prefix).tolist(), new.tolist(), 8, 2, dim, 256, torch.bfloat16, seed=6)
+    check_against_reference(case, causal, dim**-0.5, persistent=True)
+
+
+def test_persistent_with_fewer_items_than_sms():
+    """Four work items: a grid of four programs, one item each (the rest of the GPU idle)."""
+    case = paged_case([300], [200], 2, 1, 128, 256, torch.bfloat16, seed=7)
+    check_against_reference(case, True, 128**-0.5, persistent=True)
 
 
 def test_gluon_prefill_matches_triton_kernel_on_the_bench_shape():
@@ -125,3 +148,9 @@ def test_engine_op_runs_the_gluon_kernel_for_large_blocks_and_triton_for_small()
         args = [t.float() if t.is_floating_point() else t for t in (q, kc, vc, cu, ctx, tables)]
         ref = reference.prefill_attention(*args, scale=0.125)
         assert (out.float() - ref).abs().max() / ref.abs().max() < 2e-2
+
+
+def test_persistent_grid_shares_no_factor_with_the_tiles_per_head():
+    assert ga._persistent_programs(132, 8, 4096) == 131  # 132 would give each program tiles t and t + 4 only
+    assert ga._persistent_programs(132, 5, 4096) == 132
+    assert ga._persistent_programs(132, 8, 40) == 40  # at most one program per item
