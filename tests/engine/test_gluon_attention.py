@@ -62,11 +62,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("dim", [64, 128])
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("block", [256, 128])
-@pytest.mark.parametrize("lens,new", CASES)
 def check_against_reference(case, causal, scale, **options):
     """Run the kernel on a ``paged_case`` and compare with the fp32 reference (causal or full)."""
     q, kc, vc, cu, ctx, tables = case
@@ -82,6 +77,11 @@ def check_against_reference(case, causal, scale, **options):
     assert err < 2e-2, f"max abs error {err:.2e} of the reference scale"
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("block", [256, 128])
+@pytest.mark.parametrize("lens,new", CASES)
 @pytest.mark.parametrize("pingpong,persistent", [(True, True), (True, False), (False, False)])
 def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, pingpong, persistent):
     case = paged_case(lens, new, 8, 2, dim, block, dtype)
@@ -154,3 +154,14 @@ def test_persistent_grid_shares_no_factor_with_the_tiles_per_head():
     assert ga._persistent_programs(132, 8, 4096) == 131  # 132 would give each program tiles t and t + 4 only
     assert ga._persistent_programs(132, 5, 4096) == 132
     assert ga._persistent_programs(132, 8, 40) == 40  # at most one program per item
+
+
+def test_default_grid_is_persistent_up_to_4k_new_tokens_and_per_item_beyond():
+    """The default picks the persistent grid for short runs and one program per item for long ones; both
+    give the attention (and the same numbers: each item's arithmetic does not depend on the grid)."""
+    for new in (1000, ga.PERSISTENT_MAX_NEW + 200):
+        case = paged_case([new], [new], 8, 2, 64, 256, torch.bfloat16, seed=7)
+        auto = ga.prefill_attention(*case, 0.125)
+        chosen = new <= ga.PERSISTENT_MAX_NEW
+        assert torch.equal(auto, ga.prefill_attention(*case, 0.125, persistent=chosen))
+        check_against_reference(case, True, 0.125)
