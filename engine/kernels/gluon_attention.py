@@ -97,7 +97,7 @@ def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles, kv0,
         stage = c % STAGES
         phase = (c // STAGES) & 1
         start = j * BLOCK_N
-        row = gl.load(table + start // BLOCK_SIZE) * BLOCK_SIZE + start % BLOCK_SIZE
+        row = gl.load(table + start // BLOCK_SIZE).to(gl.int32) * BLOCK_SIZE + start % BLOCK_SIZE
         # A fresh mbarrier counts as having completed the phase before 0: the first lap does not wait.
         mbarrier.wait(k_empty.index(stage), phase ^ 1)
         mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
@@ -112,9 +112,10 @@ def _item_extent(tile, seq, cu_seqlens_q, context_lens,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
     """Work item (query tile, sequence)'s first query row, new-token count, cached prefix, context length and the
     number of key tiles it visits (ignoring, the caller checks, whether the tile lies past the new tokens)."""
-    q_start = gl.load(cu_seqlens_q + seq)
-    n_new = gl.load(cu_seqlens_q + seq + 1) - q_start
-    ctx = gl.load(context_lens + seq)
+    # The engine's index tensors are int64: shared-memory ring indices and TMA coordinates must be int32.
+    q_start = gl.load(cu_seqlens_q + seq).to(gl.int32)
+    n_new = gl.load(cu_seqlens_q + seq + 1).to(gl.int32) - q_start
+    ctx = gl.load(context_lens + seq).to(gl.int32)
     prefix = ctx - n_new
     if CAUSAL:
         visit_end = gl.minimum(ctx, prefix + (tile + 1) * BLOCK_M)

@@ -165,3 +165,11 @@ def test_default_grid_is_persistent_up_to_4k_new_tokens_and_per_item_beyond():
         chosen = new <= ga.PERSISTENT_MAX_NEW
         assert torch.equal(auto, ga.prefill_attention(*case, 0.125, persistent=chosen))
         check_against_reference(case, True, 0.125)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_int64_index_tensors_as_the_engine_passes_them(persistent):
+    """The engine's cu_seqlens / context lengths / block tables are int64 (torch.long)."""
+    q, kc, vc, cu, ctx, tables = paged_case([300, 45], [200, 45], 9, 3, 64, 256, torch.bfloat16, seed=8)
+    case = [q, kc, vc, cu.long(), ctx.long(), tables.long()]
+    check_against_reference(case, True, 0.125, persistent=persistent)
