@@ -108,6 +108,12 @@ def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles, kv0,
 
 
 @gluon.jit
+def _item_coords(w, num_m_tiles, num_seqs):
+    """(query tile, sequence, head) of work item w: query tiles vary fastest, then sequences, then heads."""
+    return w % num_m_tiles, (w // num_m_tiles) % num_seqs, w // (num_m_tiles * num_seqs)
+
+
+@gluon.jit
 def _item_extent(tile, seq, cu_seqlens_q, context_lens,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
     """Work item (query tile, sequence)'s first query row, new-token count, cached prefix, context length and the
@@ -139,9 +145,7 @@ def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tabl
     kv = gl.to_tensor(0)  # key tiles loaded so far
     it = gl.to_tensor(0)  # work items started so far (skipped ones not counted)
     for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
-        tile = w % num_m_tiles
-        seq = (w // num_m_tiles) % num_seqs
-        head = w // (num_m_tiles * num_seqs)
+        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs)
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             BLOCK_M, BLOCK_N, CAUSAL)
         if tile * BLOCK_M < n_new:
@@ -310,9 +314,7 @@ def _persistent_consumer(ring, turns, q_ring, out, sched, qk_scale, stride_ot, s
     turn = gl.to_tensor(0)  # wgmma turns taken so far (n_tiles + 1 per item)
     it = gl.to_tensor(0)  # work items attended so far
     for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
-        tile = w % num_m_tiles
-        seq = (w // num_m_tiles) % num_seqs
-        head = w // (num_m_tiles * num_seqs)
+        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs)
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             TILE_M, BLOCK_N, CAUSAL)
         if tile * TILE_M < n_new:

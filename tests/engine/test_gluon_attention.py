@@ -16,26 +16,13 @@ pytest.importorskip("triton.experimental.gluon", reason="this Triton has no Gluo
 from engine.kernels import gluon_attention as ga  # noqa: E402
 from engine.kernels import reference  # noqa: E402
 
+from .paged import paged_case as shared_paged_case  # noqa: E402
+
 DEVICE = "cuda"
 
 
 def paged_case(lens, new, heads, kv_heads, dim, block, dtype, seed=0):
-    """A shuffled paged cache (a few spare blocks) holding each sequence's context, plus the new tokens' queries."""
-    gen = torch.Generator().manual_seed(seed)
-    blocks_per = [(n + block - 1) // block for n in lens]
-    total = sum(blocks_per) + 3
-    perm = torch.randperm(total, generator=gen)
-    k_cache = torch.randn(total, block, kv_heads, dim, generator=gen).to(dtype)
-    v_cache = torch.randn(total, block, kv_heads, dim, generator=gen).to(dtype)
-    tables = torch.full((len(lens), max(blocks_per)), -1, dtype=torch.int32)
-    used = 0
-    for i, nb in enumerate(blocks_per):
-        tables[i, :nb] = perm[used : used + nb].to(torch.int32)
-        used += nb
-    cu = torch.tensor([0] + list(torch.tensor(new).cumsum(0)), dtype=torch.int32)
-    query = torch.randn(int(cu[-1]), heads, dim, generator=gen).to(dtype)
-    ctx = torch.tensor(lens, dtype=torch.int32)
-    return [t.to(DEVICE) for t in (query, k_cache, v_cache, cu, ctx, tables)]
+    return shared_paged_case(lens, new, heads, kv_heads, dim, block, dtype, DEVICE, seed=seed)
 
 
 def full_attention_ref(query, k_cache, v_cache, cu, ctx, tables, scale):

@@ -19,6 +19,8 @@ triton = pytest.importorskip("triton", reason="triton is not installed (pip inst
 from engine.kernels import reference  # noqa: E402
 from engine.kernels import triton_attention as tk  # noqa: E402
 
+from .paged import paged_case as shared_paged_case  # noqa: E402
+
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 DTYPES = [torch.bfloat16, torch.float16] if ON_GPU else [torch.float32, torch.float16]
@@ -35,23 +37,7 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def paged_case(lens, new, heads, kv_heads, dim, block, dtype, seed=0):
-    """A shuffled paged cache holding each sequence's context, plus the new tokens' queries."""
-    gen = torch.Generator().manual_seed(seed)
-    blocks_per = [(n + block - 1) // block for n in lens]
-    total = sum(blocks_per) + 3
-    perm = torch.randperm(total, generator=gen)
-    k_cache = torch.randn(total, block, kv_heads, dim, generator=gen).to(dtype)
-    v_cache = torch.randn(total, block, kv_heads, dim, generator=gen).to(dtype)
-    width = max(blocks_per)
-    tables = torch.full((len(lens), width), -1, dtype=torch.int32)
-    used = 0
-    for i, nb in enumerate(blocks_per):
-        tables[i, :nb] = perm[used : used + nb].to(torch.int32)
-        used += nb
-    cu = torch.tensor([0] + list(torch.tensor(new).cumsum(0)), dtype=torch.int32)
-    query = torch.randn(int(cu[-1]), heads, dim, generator=gen).to(dtype)
-    ctx = torch.tensor(lens, dtype=torch.int32)
-    return [t.to(DEVICE) for t in (query, k_cache, v_cache, cu, ctx, tables)]
+    return shared_paged_case(lens, new, heads, kv_heads, dim, block, dtype, DEVICE, seed=seed)
 
 
 def cpu_ref(fn, *tensors, **kw):
