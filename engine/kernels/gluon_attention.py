@@ -439,6 +439,11 @@ def _persistent_programs(num_sms: int, num_m_tiles: int, num_items: int) -> int:
     return min(programs, num_items)
 
 
+def _persistent_by_default(max_new_tokens: int) -> bool:
+    """The persistent grid up to ``PERSISTENT_MAX_NEW`` new tokens per sequence, one program per item beyond."""
+    return max_new_tokens <= PERSISTENT_MAX_NEW
+
+
 def prefill_attention(
     query: torch.Tensor,
     k_cache: torch.Tensor,
@@ -471,7 +476,7 @@ def prefill_attention(
     num_m_tiles = triton.cdiv(max_new_tokens, BLOCK_M)
     num_items = num_m_tiles * num_seqs * num_heads
     if persistent is None:
-        persistent = max_new_tokens <= PERSISTENT_MAX_NEW
+        persistent = _persistent_by_default(max_new_tokens)
     if persistent:
         grid = (_persistent_programs(_num_sms(query.device.index), num_m_tiles, num_items),)
     else:
