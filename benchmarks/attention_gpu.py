@@ -6,9 +6,9 @@ bf16, 16 query heads (GQA off, so SDPA compares like for like); ours reads K/V f
 Decode: achieved bandwidth (K/V bytes read / time) at batch 1-256 and context 1k-32k, 32 query heads over
 8 KV heads, head dim 128, bf16, against the device's measured copy bandwidth (bytes read + written / time).
 Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json; --gluon adds columns
-for the Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py with its two grids
-(persistent, and one program per work item; the kernel's default picks by length) and a mixed-length batch
-timing both.
+for the Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py with its three
+schedules (static persistent grid, dynamic work queue, one program per work item; the kernel's default picks by
+length) and a mixed-length batch timing them.
 
     python benchmarks/attention_gpu.py [--json OUT] [--quick] [--gluon]
 """
@@ -90,8 +90,9 @@ def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: 
 
 
 def gluon_varlen_point(dim: int, causal: bool, seed: int = 0) -> dict:
-    """TFLOP/s of the Gluon prefill kernel, persistent and one program per work item, on a mixed batch: one 4k
-    sequence plus 63 of 64-1024 new tokens, half behind a cached prefix of up to 2k (paged, block size 256)."""
+    """TFLOP/s of the Gluon prefill kernel under each schedule (static and dynamic persistent grids, one program
+    per work item) on a mixed batch: one 4k sequence plus 63 of 64-1024 new tokens, half behind a cached prefix
+    of up to 2k (paged, block size 256)."""
     gen = torch.Generator().manual_seed(seed)
     new = torch.cat([torch.tensor([4096]), torch.randint(64, 1025, (63,), generator=gen)])
     prefix = torch.randint(0, 2049, (64,), generator=gen) * (torch.rand(64, generator=gen) < 0.5)
@@ -111,9 +112,9 @@ def gluon_varlen_point(dim: int, causal: bool, seed: int = 0) -> dict:
 
     args = (query, k_cache, v_cache, cu, ctx.to(torch.int32).cuda(), tables.cuda(), dim**-0.5)
     out = {"dim": dim, "causal": causal}
-    for name, persistent in (("persistent", True), ("per_item", False)):
-        ms = bench(functools.partial(gluon_attention.prefill_attention, *args, causal=causal, persistent=persistent))
-        out[name] = flops / (ms * 1e-3) / 1e12
+    for schedule in ("static", "dynamic", "per_item"):
+        ms = bench(functools.partial(gluon_attention.prefill_attention, *args, causal=causal, schedule=schedule))
+        out[schedule] = flops / (ms * 1e-3) / 1e12
     return out
 
 
@@ -168,10 +169,11 @@ def main() -> None:
     result["prefill"] = [prefill_point(s, d, c) for d in (64, 128) for c in (False, True) for s in seqs]
     if args.gluon:
         for p in result["prefill"]:
-            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", persistent=True)
+            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", schedule="static")
             p["gluon"], p["gluon_rel_err"] = g["ours"], g["rel_err"]
-            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", persistent=False)
-            p["gluon_per_item"] = g["ours"]
+            for schedule in ("dynamic", "per_item"):
+                g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", schedule=schedule)
+                p[f"gluon_{schedule}"] = g["ours"]
         result["gluon_varlen"] = [gluon_varlen_point(d, c) for d in (64, 128) for c in (False, True)]
     batches = [1, 64, 256] if args.quick else [1, 8, 64, 256]
     ctxs = [1024, 4096, 32768] if args.quick else [1024, 4096, 16384, 32768]
@@ -183,10 +185,11 @@ def main() -> None:
             result["decode"].append(decode_point(b, c))
             torch.cuda.empty_cache()
     print(f"device {result['device']}, copy bandwidth {result['copy_tb_s']:.2f} TB/s")
-    gl_head = " gluon persistent | persistent / cuDNN | gluon rel err | gluon per item |" if args.gluon else ""
+    gl_head = (" gluon static | static / cuDNN | gluon rel err | gluon dynamic | gluon per item |"
+               if args.gluon else "")
     print(f"\nprefill TFLOP/s (bf16)\n| dim | causal | seq | ours | sdpa flash | sdpa cuDNN | ours / cuDNN | rel err |"
           f"{gl_head}")
-    print("|---|---|---|---|---|---|---|---|" + "---|---|---|---|" * args.gluon)
+    print("|---|---|---|---|---|---|---|---|" + "---|---|---|---|---|" * args.gluon)
     for p in result["prefill"]:
         cud = p.get("sdpa_cudnn")
         ratio = f"{p['ours'] / cud:.2f}" if cud else "-"
@@ -196,13 +199,14 @@ def main() -> None:
                f"{p['rel_err']:.1e} |")
         if args.gluon:
             gl_ratio = f"{p['gluon'] / cud:.2f}" if cud else "-"
-            row += f" {p['gluon']:.0f} | {gl_ratio} | {p['gluon_rel_err']:.1e} | {p['gluon_per_item']:.0f} |"
+            row += (f" {p['gluon']:.0f} | {gl_ratio} | {p['gluon_rel_err']:.1e} | {p['gluon_dynamic']:.0f} |"
+                    f" {p['gluon_per_item']:.0f} |")
         print(row)
     if args.gluon:
         print("\nGluon prefill TFLOP/s on a mixed batch (1 x 4k + 63 x 64-1024 new tokens, half with prefixes)")
-        print("| dim | causal | persistent | per item |\n|---|---|---|---|")
+        print("| dim | causal | static | dynamic | per item |\n|---|---|---|---|---|")
         for v in result["gluon_varlen"]:
-            print(f"| {v['dim']} | {v['causal']} | {v['persistent']:.0f} | {v['per_item']:.0f} |")
+            print(f"| {v['dim']} | {v['causal']} | {v['static']:.0f} | {v['dynamic']:.0f} | {v['per_item']:.0f} |")
     print("\ndecode (bf16, 32 q heads / 8 kv heads, dim 128; eager launch and CUDA-graph replay)")
     print("| batch | context | ms | TB/s | % of copy | graph ms | graph TB/s | graph % of copy |")
     print("|---|---|---|---|---|---|---|---|")

@@ -7,16 +7,23 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   items running together walk the same sequence and head's keys and share them in L2 (measured on the H200:
   10-25% faster than heads fastest with the longest causal tiles first). Items whose tile lies past the
   sequence's new tokens are empty.
-- Persistent (the default up to 4k new tokens per sequence): about one program per SM (at most one per item),
-  program p taking items p, p + programs, ... in that order, so the set running at once still moves through the
-  items in order; the program count shares no factor with the tiles per (sequence, head), which spreads the
-  causal tiles' unequal costs and the empty tiles evenly (see ``_persistent_programs``). The producer runs ahead
-  across items: it loads the next item's Q (double-buffered per warpgroup) and first K/V tiles while the
-  consumers finish the current item's last tiles and store its output, which hides the per-item start-up
-  (Q latency, the first Q K^T with nothing to overlap) and tail that short sequences cannot amortise. Every
-  barrier phase follows from running counts (key tiles, wgmma turns, items) that all partitions keep alike,
-  see ``_prefill_kernel``. Longer runs get one program per item, the grid ordering the items: there the static
-  assignment would leave the persistent programs unequally loaded.
+- Persistent grids: about one program per SM, each walking many items. The producer runs ahead across items: it
+  loads the next item's Q (double-buffered per warpgroup) and first K/V tiles while the consumers finish the
+  current item's last tiles and store its output, which hides the per-item start-up (Q latency, the first
+  Q K^T with nothing to overlap) and tail that short sequences cannot amortise. Every barrier phase follows
+  from running counts (key tiles, wgmma turns, items) that all partitions keep alike, see ``_prefill_kernel``.
+  Two ways to assign the items (``schedule``):
+  - "static" (the default up to 4k new tokens per sequence): program p takes items p, p + programs, ... in
+    that order, so the set running at once still moves through the items in order; the program count shares
+    no factor with the tiles per (sequence, head), which spreads the causal tiles' unequal costs and the empty
+    tiles evenly (see ``_persistent_programs``). Still, at 8k-16k causal the fixed assignment leaves programs
+    unequally loaded, so longer runs get "per_item" by default: one program per item, the grid ordering them.
+  - "dynamic" (FA3's tile scheduler): the producer draws each next item from a global atomic counter, skips
+    empty ones itself, and hands the item index to both consumer warpgroups through a two-slot ring in shared
+    memory (one slot per Q buffer, signalled by an mbarrier); the sentinel -1 ends their loops. Programs that
+    finish early take more items, so the load balances at any length; causal items go longest tile first
+    within each (sequence, head), so the short ones fill the end. The counter is a cached per-device buffer
+    that the kernel leaves at zero (the program drawing the launch's last ticket resets it): no memset launch.
 - A one-warp producer partition walks the block table and TMA-loads K and V tiles (``BLOCK_N`` rows of one
   cache block, one KV head) into a ``STAGES``-deep shared-memory ring, with separate ready/empty mbarriers for
   K and V so S = Q K^T can start before V has landed.
@@ -108,12 +115,6 @@ def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles, kv0,
 
 
 @gluon.jit
-def _item_coords(w, num_m_tiles, num_seqs):
-    """(query tile, sequence, head) of work item w: query tiles vary fastest, then sequences, then heads."""
-    return w % num_m_tiles, (w // num_m_tiles) % num_seqs, w // (num_m_tiles * num_seqs)
-
-
-@gluon.jit
 def _item_extent(tile, seq, cu_seqlens_q, context_lens,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
     """Work item (query tile, sequence)'s first query row, new-token count, cached prefix, context length and the
@@ -131,6 +132,16 @@ def _item_extent(tile, seq, cu_seqlens_q, context_lens,
 
 
 @gluon.jit
+def _item_coords(w, num_m_tiles, num_seqs, LONGEST_FIRST: gl.constexpr):
+    """Work item w's (query tile, sequence, head), query tiles the fastest axis; LONGEST_FIRST walks each
+    (sequence, head)'s tiles from the last (causal: the most key tiles) down to the first."""
+    tile = w % num_m_tiles
+    if LONGEST_FIRST:
+        tile = num_m_tiles - 1 - tile
+    return tile, (w // num_m_tiles) % num_seqs, w // (num_m_tiles * num_seqs)
+
+
+@gluon.jit
 def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt,
                          GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
                          BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
@@ -145,7 +156,7 @@ def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tabl
     kv = gl.to_tensor(0)  # key tiles loaded so far
     it = gl.to_tensor(0)  # work items started so far (skipped ones not counted)
     for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
-        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs)
+        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs, False)
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             BLOCK_M, BLOCK_N, CAUSAL)
         if tile * BLOCK_M < n_new:
@@ -160,6 +171,59 @@ def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tabl
                          BLOCK_SIZE, BLOCK_N, STAGES)
             kv += n_tiles
             it += 1
+
+
+@gluon.jit
+def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue, block_tables, stride_bt,
+                      GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+    """Draw work items from the global queue (one atomic ticket each) until it runs dry, skip the empty ones, and
+    for each real item publish its index in the item ring for the consumers, then load its Q rows and K/V tiles
+    as the static producer does; finally publish the sentinel -1. The program drawing the launch's last ticket
+    resets the queue for the next launch."""
+    q_bufs, q_ready, q_empty = q_ring
+    slots, slot_ready = item_ring
+    cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
+    WG_M: gl.constexpr = q_desc.block_type.shape[0]
+    slot_layout: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+    kv = gl.to_tensor(0)  # key tiles loaded so far
+    it = gl.to_tensor(0)  # work items published so far
+    w = gl.atomic_add(work_queue, 1, sem="relaxed")
+    while w < num_items:
+        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs, CAUSAL)
+        q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
+                                                            BLOCK_M, BLOCK_N, CAUSAL)
+        if tile * BLOCK_M < n_new:
+            _publish_item(q_empty, slots, slot_ready, it, w, slot_layout)
+            for wg in gl.static_range(2):
+                q = 2 * wg + it % 2
+                mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
+                                                q_ready.index(q), q_bufs.index(q))
+            table = block_tables + seq.to(gl.int64) * stride_bt
+            _kv_producer(k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, kv,
+                         BLOCK_SIZE, BLOCK_N, STAGES)
+            kv += n_tiles
+            it += 1
+        w = gl.atomic_add(work_queue, 1, sem="relaxed")
+    _publish_item(q_empty, slots, slot_ready, it, -1, slot_layout)
+    # Tickets num_items .. num_items + programs - 1 each end one program's loop, so the last of them is the
+    # launch's last increment: every other program has drawn its final ticket, nothing touches the queue after.
+    if w == num_items + gl.num_programs(0) - 1:
+        gl.store(work_queue, 0)
+
+
+@gluon.jit
+def _publish_item(q_empty, slots, slot_ready, it, w, slot_layout: gl.constexpr):
+    """Write item position it's index w (or the sentinel -1) into item slot it % 2 and signal it, once both
+    warpgroups have finished item it - 2 (their q_empty releases): they read that item's index from the same
+    slot before attending it, so the slot is free, and so are both Q buffers item it loads into."""
+    for wg in gl.static_range(2):
+        mbarrier.wait(q_empty.index(2 * wg + it % 2), ((it // 2) & 1) ^ 1)
+    slots.index(it % 2).store(gl.full([1], w, gl.int32, slot_layout))
+    # Every lane stores the index, lane 0 too, and lane 0 arrives after its store (Triton syncs the warp in
+    # between): the arrive's release and the consumers' acquiring wait order the write before their reads.
+    mbarrier.arrive(slot_ready.index(it % 2))
 
 
 @gluon.jit
@@ -314,7 +378,7 @@ def _persistent_consumer(ring, turns, q_ring, out, sched, qk_scale, stride_ot, s
     turn = gl.to_tensor(0)  # wgmma turns taken so far (n_tiles + 1 per item)
     it = gl.to_tensor(0)  # work items attended so far
     for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
-        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs)
+        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs, False)
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             TILE_M, BLOCK_N, CAUSAL)
         if tile * TILE_M < n_new:
@@ -331,12 +395,52 @@ def _persistent_consumer(ring, turns, q_ring, out, sched, qk_scale, stride_ot, s
 
 
 @gluon.jit
-def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, block_tables, qk_scale,
+def _claimed_item(item_ring, it, num_warps: gl.constexpr):
+    """The index of the program's it-th work item (-1: none left), once the producer has published it."""
+    slots, slot_ready = item_ring
+    mbarrier.wait(slot_ready.index(it % 2), (it // 2) & 1)
+    return gl.max(slots.index(it % 2).load(gl.BlockedLayout([1], [32], [num_warps], [0])), 0)
+
+
+@gluon.jit
+def _dynamic_consumer(ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh,
+                      WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                      num_warps: gl.constexpr):
+    """Attend warpgroup WG's query rows of each work item the producer drew from the queue, reading the item
+    indices from the item ring until the sentinel; running positions as in ``_persistent_consumer``."""
+    q_bufs, q_ready, q_empty = q_ring
+    cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
+    TILE_M: gl.constexpr = 2 * BLOCK_M  # query rows per work item
+    kv = gl.to_tensor(0)  # key tiles consumed so far
+    turn = gl.to_tensor(0)  # wgmma turns taken so far (n_tiles + 1 per item)
+    it = gl.to_tensor(0)  # work items attended so far
+    w = _claimed_item(item_ring, it, num_warps)
+    while w >= 0:
+        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs, CAUSAL)
+        q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
+                                                            TILE_M, BLOCK_N, CAUSAL)
+        q = 2 * WG + it % 2
+        _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out,
+                      (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, turn,
+                      qk_scale, stride_ot, stride_oh,
+                      WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)
+        # Releases the Q buffer and the item slot: all four warps have read the slot by now (Triton syncs the
+        # warpgroup before an arrive, and the output store's layout conversion already did).
+        mbarrier.arrive(q_empty.index(q))
+        kv += n_tiles
+        turn += n_tiles + 1
+        it += 1
+        w = _claimed_item(item_ring, it, num_warps)
+
+
+@gluon.jit
+def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, block_tables, work_queue, qk_scale,
                     stride_ot, stride_oh, stride_bt, num_m_tiles, num_seqs, num_items,
                     GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                    PINGPONG: gl.constexpr, PERSISTENT: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    PRODUCER_REGS: gl.constexpr, num_warps: gl.constexpr):
+                    PINGPONG: gl.constexpr, PERSISTENT: gl.constexpr, DYNAMIC: gl.constexpr,
+                    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, num_warps: gl.constexpr):
     # Barrier phases (u-th completion = phase u; a wait for parity P passes once a phase of parity P completed,
     # and a fresh barrier counts as having completed the phase before 0). Every index below is a running count
     # over this program's (non-skipped) work items, which the producer and both consumers walk identically:
@@ -351,8 +455,17 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
     # - wgmma turn k (an item of n key tiles takes n + 1 turns, in the same order in both warpgroups): turns[1]
     #   completes phase k when warpgroup 0 issued turn k, turns[0] phase k when warpgroup 1 did; warpgroup 0
     #   waits turns[0] parity (k & 1) ^ 1 (warpgroup 1's turn k - 1), warpgroup 1 waits turns[1] parity k & 1.
+    # - item position i (DYNAMIC: the program's i-th real item in the order its producer drew them; position n,
+    #   n = real items drawn, holds the sentinel -1): item slot i % 2 holds the item index, written by the
+    #   producer once both warpgroups released item i - 2 (it waits both q_empty barriers of position i, as above,
+    #   before the write instead of before each Q load), then slot_ready[i % 2] (count 1) completes phase i // 2
+    #   by the producer's arrive (consumers wait parity (i // 2) & 1 before reading the slot). A consumer reads
+    #   slot i % 2 before attending item i and releases it with item i's q_empty arrive, so slot and Q buffers
+    #   share the empty barriers. The producer skips empty items itself (the consumers see real items only), so
+    #   all three partitions count the same positions; the sentinel ends the consumers' loops.
     # No barrier can run two phases past a waiter (the parity would alias): its next completion needs that
-    # waiter's own later arrival (the ring and Q buffers through their empty/ready pair, turns by alternation).
+    # waiter's own later arrival (the ring and Q buffers through their empty/ready pair, turns by alternation,
+    # slot_ready[i % 2]'s next phase through both warpgroups' q_empty releases of item i).
     if not PERSISTENT:  # one work item per program: (query tile, sequence, head) from the grid
         tile = gl.program_id(0)
         seq = gl.program_id(1)
@@ -387,17 +500,34 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
         q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(Q_BUFS):
             mbarrier.init(q_empty.index(i), count=1)
-        fence_async_shared()
         q_ring = (q_bufs, q_bars, q_empty)
         sched = (cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items)
-        gl.warp_specialize([
-            (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M,
-                                    BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
-            (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M,
-                                    BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
-            (_persistent_producer, (q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt, GROUP,
-                                    BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
-        ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        if DYNAMIC:
+            slots = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+            slot_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(2):
+                mbarrier.init(slot_ready.index(i), count=1)
+            fence_async_shared()
+            item_ring = (slots, slot_ready)
+            gl.warp_specialize([
+                (_dynamic_consumer, (ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 0,
+                                     WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
+                (_dynamic_consumer, (ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 1,
+                                     WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
+                (_dynamic_producer, (q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue,
+                                     block_tables, stride_bt, GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES,
+                                     CAUSAL)),
+            ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        else:
+            fence_async_shared()
+            gl.warp_specialize([
+                (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M,
+                                        BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
+                (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M,
+                                        BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
+                (_persistent_producer, (q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt,
+                                        GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+            ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         fence_async_shared()
         table = block_tables + seq.to(gl.int64) * stride_bt
@@ -427,21 +557,33 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+@functools.cache
+def _work_queue(device_index: int) -> torch.Tensor:
+    """The dynamic schedule's item counter on a device (int32): zeroed once here, then left at zero by every
+    launch (the program drawing its last ticket resets it), which saves a memset launch per call. A launch that
+    dies midway leaves it nonzero; calls on concurrent streams would share it (prefill runs on one stream)."""
+    return torch.zeros(1, dtype=torch.int32, device=torch.device("cuda", device_index))
+
+
 def _persistent_programs(num_sms: int, num_m_tiles: int, num_items: int) -> int:
-    """Programs of the persistent grid: the most, up to one per SM, that share no factor with the query tiles per
-    (sequence, head), so that program p's items p, p + programs, ... cycle through every tile index instead of
-    repeating a few (132 programs over 8 tiles would give each program tiles t and t + 4 only: the causal costs
-    then differ up to 2x between programs, the skipped tiles of short sequences pile onto some). At most one
-    program per item."""
+    """Programs of the static persistent grid: the most, up to one per SM, that share no factor with the query
+    tiles per (sequence, head), so that program p's items p, p + programs, ... cycle through every tile index
+    instead of repeating a few (132 programs over 8 tiles would give each program tiles t and t + 4 only: the
+    causal costs then differ up to 2x between programs, the skipped tiles of short sequences pile onto some). At
+    most one program per item."""
     programs = num_sms
     while math.gcd(programs, num_m_tiles) != 1:
         programs -= 1
     return min(programs, num_items)
 
 
-def _persistent_by_default(max_new_tokens: int) -> bool:
-    """The persistent grid up to ``PERSISTENT_MAX_NEW`` new tokens per sequence, one program per item beyond."""
-    return max_new_tokens <= PERSISTENT_MAX_NEW
+SCHEDULES = ("auto", "dynamic", "static", "per_item")
+
+
+def _default_schedule(max_new_tokens: int) -> str:
+    """What ``schedule="auto"`` runs: the static persistent grid up to ``PERSISTENT_MAX_NEW`` new tokens per
+    sequence, one program per item beyond."""
+    return "static" if max_new_tokens <= PERSISTENT_MAX_NEW else "per_item"
 
 
 def prefill_attention(
@@ -455,15 +597,19 @@ def prefill_attention(
     causal: bool = True,
     max_new_tokens: int | None = None,
     pingpong: bool = True,
-    persistent: bool | None = None,
+    schedule: str = "auto",
 ) -> torch.Tensor:
     """Varlen GQA attention of the new tokens over each sequence's cached prefix plus themselves; the contract of
     ``triton_attention.prefill_attention`` (check ``supported`` first). ``pingpong=False`` lets the two consumer
-    warpgroups issue wgmmas whenever they are ready instead of taking turns (for A/B timing). ``persistent``
-    chooses the persistent grid (one program per SM walking many items) or one program per item; by default
-    persistent when no sequence brings more than ``PERSISTENT_MAX_NEW`` new tokens: measured on the H200, it is
-    5-20% faster up to 4k tokens, while at 8k-16k causal the static item assignment leaves programs unequally
-    loaded (up to 22% slower) and one program per item wins."""
+    warpgroups issue wgmmas whenever they are ready instead of taking turns (for A/B timing). ``schedule``
+    (one of ``SCHEDULES``) assigns the work items: "per_item" launches one program per item; "static" and
+    "dynamic" launch about one program per SM, "static" giving program p items p, p + programs, ..., "dynamic"
+    handing out the next item to whichever program asks first (a global atomic counter, causal tiles longest
+    first). "auto" is "static" when no sequence brings more than ``PERSISTENT_MAX_NEW`` new tokens, else
+    "per_item": measured on the H200, static is 5-20% faster up to 4k tokens, while at 8k-16k causal its fixed
+    assignment leaves programs unequally loaded (up to 22% slower) and one program per item wins."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
     num_tokens, num_heads, head_dim = query.shape
     num_blocks, block_size, num_kv_heads, _ = k_cache.shape
     out = torch.empty_like(query)
@@ -475,10 +621,13 @@ def prefill_attention(
         max_new_tokens = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
     num_m_tiles = triton.cdiv(max_new_tokens, BLOCK_M)
     num_items = num_m_tiles * num_seqs * num_heads
-    if persistent is None:
-        persistent = _persistent_by_default(max_new_tokens)
-    if persistent:
-        grid = (_persistent_programs(_num_sms(query.device.index), num_m_tiles, num_items),)
+    if schedule == "auto":
+        schedule = _default_schedule(max_new_tokens)
+    device = query.device.index
+    if schedule == "static":
+        grid = (_persistent_programs(_num_sms(device), num_m_tiles, num_items),)
+    elif schedule == "dynamic":  # any program count balances: items go to whichever program is free
+        grid = (min(_num_sms(device), num_items),)
     else:
         grid = (num_m_tiles, num_seqs, num_heads)
     cache_rows = num_blocks * block_size
@@ -486,11 +635,11 @@ def prefill_attention(
         _descriptor(query, num_tokens, BLOCK_M // CONSUMERS, head_dim),
         _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
         _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
-        out, cu_seqlens_q, context_lens, block_tables, scale * LOG2E,
+        out, cu_seqlens_q, context_lens, block_tables, _work_queue(device), scale * LOG2E,
         out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles, num_seqs, num_items,
         GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, STAGES=_stages(head_dim), CAUSAL=causal, PINGPONG=pingpong,
-        PERSISTENT=persistent, CONSUMER_REGS=CONSUMER_REGS, PRODUCER_REGS=PRODUCER_REGS,
-        num_warps=CONSUMER_WARPS, maxnreg=MAXNREG,
+        PERSISTENT=schedule != "per_item", DYNAMIC=schedule == "dynamic", CONSUMER_REGS=CONSUMER_REGS,
+        PRODUCER_REGS=PRODUCER_REGS, num_warps=CONSUMER_WARPS, maxnreg=MAXNREG,
     )
     return out

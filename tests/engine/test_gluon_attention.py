@@ -69,29 +69,56 @@ def check_against_reference(case, causal, scale, **options):
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("block", [256, 128])
 @pytest.mark.parametrize("lens,new", CASES)
-@pytest.mark.parametrize("pingpong,persistent", [(True, True), (True, False), (False, False)])
-def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, pingpong, persistent):
+@pytest.mark.parametrize(
+    "pingpong,schedule", [(True, "static"), (True, "dynamic"), (True, "per_item"), (False, "per_item")]
+)
+def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, pingpong, schedule):
     case = paged_case(lens, new, 8, 2, dim, block, dtype)
-    check_against_reference(case, causal, dim**-0.5, pingpong=pingpong, persistent=persistent)
+    check_against_reference(case, causal, dim**-0.5, pingpong=pingpong, schedule=schedule)
 
 
+@pytest.mark.parametrize("schedule", ["static", "dynamic"])
 @pytest.mark.parametrize("dim", [64, 128])
 @pytest.mark.parametrize("causal", [True, False])
-def test_persistent_walks_many_more_items_than_sms(dim, causal):
+def test_persistent_walks_many_more_items_than_sms(dim, causal, schedule):
     """64 sequences of 1..700 new tokens, most behind a cached prefix: thousands of work items (many of them
-    empty, many with one key tile) per SM-sized grid, so each program carries its ring, turn and Q-buffer phases
-    across dozens of items."""
+    empty, many with one key tile) per SM-sized grid, so each program carries its ring, turn, Q-buffer (and,
+    dynamic, item-slot) phases across dozens of items."""
     gen = torch.Generator().manual_seed(5)
     new = torch.randint(1, 701, (64,), generator=gen)
     prefix = torch.randint(0, 900, (64,), generator=gen) * (torch.rand(64, generator=gen) < 0.7)
     case = paged_case((new + prefix).tolist(), new.tolist(), 8, 2, dim, 256, torch.bfloat16, seed=6)
-    check_against_reference(case, causal, dim**-0.5, persistent=True)
+    check_against_reference(case, causal, dim**-0.5, schedule=schedule)
 
 
-def test_persistent_with_fewer_items_than_sms():
+@pytest.mark.parametrize("schedule", ["static", "dynamic"])
+def test_persistent_with_fewer_items_than_sms(schedule):
     """Four work items: a grid of four programs, one item each (the rest of the GPU idle)."""
     case = paged_case([300], [200], 2, 1, 128, 256, torch.bfloat16, seed=7)
-    check_against_reference(case, True, 128**-0.5, persistent=True)
+    check_against_reference(case, True, 128**-0.5, schedule=schedule)
+
+
+def test_dynamic_queue_is_reset_between_calls():
+    """The work counter is a cached buffer the kernel resets (the last ticket's program): back-to-back calls,
+    with different grids and item counts, each see every item, and leave the counter at zero."""
+    big = paged_case([900, 1500], [700, 1500], 8, 2, 128, 256, torch.bfloat16, seed=9)  # grid of one per SM
+    small = paged_case([300], [200], 2, 1, 128, 256, torch.bfloat16, seed=7)  # grid of four programs
+    for case in (big, big, small, big):
+        check_against_reference(case, True, 128**-0.5, schedule="dynamic")
+        assert int(ga._work_queue(case[0].device.index)[0]) == 0
+
+
+@pytest.mark.parametrize("dim", [64, 128])
+def test_dynamic_walks_long_causal_sequences_longest_tile_first(dim):
+    """A 4.5k-token causal run next to short ones: 36 query tiles per (sequence, head) taken last tile first."""
+    case = paged_case([4500, 700, 130], [4500, 300, 130], 4, 2, dim, 256, torch.bfloat16, seed=10)
+    check_against_reference(case, True, dim**-0.5, schedule="dynamic")
+
+
+def test_unknown_schedule_is_rejected():
+    case = paged_case([300], [200], 2, 1, 128, 256, torch.bfloat16, seed=7)
+    with pytest.raises(ValueError, match="schedule"):
+        ga.prefill_attention(*case, 0.125, schedule="persistent")
 
 
 def test_gluon_prefill_matches_triton_kernel_on_the_bench_shape():
@@ -146,15 +173,15 @@ def test_persistent_grid_shares_no_factor_with_the_tiles_per_head():
 def test_default_grid_is_persistent_up_to_4k_new_tokens_and_per_item_beyond():
     """The default picks the persistent grid for short runs and one program per item for long ones, and the
     default call is right on both sides of the switch."""
-    assert ga._persistent_by_default(ga.PERSISTENT_MAX_NEW)
-    assert not ga._persistent_by_default(ga.PERSISTENT_MAX_NEW + 1)
+    assert ga._default_schedule(ga.PERSISTENT_MAX_NEW) == "static"
+    assert ga._default_schedule(ga.PERSISTENT_MAX_NEW + 1) == "per_item"
     for new in (1000, ga.PERSISTENT_MAX_NEW + 200):
         check_against_reference(paged_case([new], [new], 8, 2, 64, 256, torch.bfloat16, seed=7), True, 0.125)
 
 
-@pytest.mark.parametrize("persistent", [True, False])
-def test_int64_index_tensors_as_the_engine_passes_them(persistent):
+@pytest.mark.parametrize("schedule", ["static", "dynamic", "per_item"])
+def test_int64_index_tensors_as_the_engine_passes_them(schedule):
     """The engine's cu_seqlens / context lengths / block tables are int64 (torch.long)."""
     q, kc, vc, cu, ctx, tables = paged_case([300, 45], [200, 45], 9, 3, 64, 256, torch.bfloat16, seed=8)
     case = [q, kc, vc, cu.long(), ctx.long(), tables.long()]
-    check_against_reference(case, True, 0.125, persistent=persistent)
+    check_against_reference(case, True, 0.125, schedule=schedule)
