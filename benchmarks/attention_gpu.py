@@ -5,12 +5,13 @@ bf16, 16 query heads (GQA off, so SDPA compares like for like); ours reads K/V f
 (block size 256, identity block tables). FLOPs counted as 4 * b * h * s^2 * d (halved when causal).
 Decode: achieved bandwidth (K/V bytes read / time) at batch 1-256 and context 1k-32k, 32 query heads over
 8 KV heads, head dim 128, bf16, against the device's measured copy bandwidth (bytes read + written / time).
-Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json; --gluon adds columns
-for the Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py with its three
-schedules (static persistent grid, dynamic work queue, one program per work item; the kernel's default picks by
-length) and a mixed-length batch timing them.
+Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json; --gluon adds the
+Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py: its default ("auto", which
+picks consumer warpgroups and schedule by shape) as a column, every variant (2 or, at head dim 64, 3 consumer
+warpgroups x static persistent grid, dynamic work queue, one program per work item) in a second table, and a
+mixed-length batch timing them all. --prefill-only skips the decode points.
 
-    python benchmarks/attention_gpu.py [--json OUT] [--quick] [--gluon]
+    python benchmarks/attention_gpu.py [--json OUT] [--quick] [--gluon] [--prefill-only]
 """
 
 from __future__ import annotations
@@ -89,10 +90,19 @@ def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: 
     return out
 
 
+def gluon_variants(dim: int) -> list[tuple[int, str]]:
+    """(consumer warpgroups, schedule) pairs the Gluon kernel runs at a head dim."""
+    consumers = (2, 3) if dim == 64 else (2,)
+    return [(c, s) for c in consumers for s in ("static", "dynamic", "per_item")]
+
+
+def variant_name(consumers: int, schedule: str) -> str:
+    return f"{consumers}wg_{schedule}"
+
+
 def gluon_varlen_point(dim: int, causal: bool, seed: int = 0) -> dict:
-    """TFLOP/s of the Gluon prefill kernel under each schedule (static and dynamic persistent grids, one program
-    per work item) on a mixed batch: one 4k sequence plus 63 of 64-1024 new tokens, half behind a cached prefix
-    of up to 2k (paged, block size 256)."""
+    """TFLOP/s of the Gluon prefill kernel, its default and each variant (``gluon_variants``), on a mixed batch:
+    one 4k sequence plus 63 of 64-1024 new tokens, half behind a cached prefix of up to 2k (paged, block 256)."""
     gen = torch.Generator().manual_seed(seed)
     new = torch.cat([torch.tensor([4096]), torch.randint(64, 1025, (63,), generator=gen)])
     prefix = torch.randint(0, 2049, (64,), generator=gen) * (torch.rand(64, generator=gen) < 0.5)
@@ -112,9 +122,12 @@ def gluon_varlen_point(dim: int, causal: bool, seed: int = 0) -> dict:
 
     args = (query, k_cache, v_cache, cu, ctx.to(torch.int32).cuda(), tables.cuda(), dim**-0.5)
     out = {"dim": dim, "causal": causal}
-    for schedule in ("static", "dynamic", "per_item"):
-        ms = bench(functools.partial(gluon_attention.prefill_attention, *args, causal=causal, schedule=schedule))
-        out[schedule] = flops / (ms * 1e-3) / 1e12
+    out["auto"] = flops / (bench(functools.partial(gluon_attention.prefill_attention, *args, causal=causal))
+                           * 1e-3) / 1e12
+    for consumers, schedule in gluon_variants(dim):
+        ms = bench(functools.partial(gluon_attention.prefill_attention, *args, causal=causal, schedule=schedule,
+                                     consumers=consumers))
+        out[variant_name(consumers, schedule)] = flops / (ms * 1e-3) / 1e12
     return out
 
 
@@ -143,7 +156,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true", help="a few points only")
     parser.add_argument("--sweep", action="store_true", help="time prefill tile configurations at 16k and stop")
-    parser.add_argument("--gluon", action="store_true", help="add the Gluon prefill kernel as a column")
+    parser.add_argument("--gluon", action="store_true", help="add the Gluon prefill kernel and its variants")
+    parser.add_argument("--prefill-only", action="store_true", help="skip the decode points")
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
     result = {"device": props.name, "torch": torch.__version__, "triton": triton.__version__}
@@ -169,13 +183,15 @@ def main() -> None:
     result["prefill"] = [prefill_point(s, d, c) for d in (64, 128) for c in (False, True) for s in seqs]
     if args.gluon:
         for p in result["prefill"]:
-            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", schedule="static")
+            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon")
             p["gluon"], p["gluon_rel_err"] = g["ours"], g["rel_err"]
-            for schedule in ("dynamic", "per_item"):
-                g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", schedule=schedule)
-                p[f"gluon_{schedule}"] = g["ours"]
+            p["gluon_variants"] = {}
+            for consumers, schedule in gluon_variants(p["dim"]):
+                g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", schedule=schedule,
+                                  consumers=consumers)
+                p["gluon_variants"][variant_name(consumers, schedule)] = g["ours"]
         result["gluon_varlen"] = [gluon_varlen_point(d, c) for d in (64, 128) for c in (False, True)]
-    batches = [1, 64, 256] if args.quick else [1, 8, 64, 256]
+    batches = [] if args.prefill_only else [1, 64, 256] if args.quick else [1, 8, 64, 256]
     ctxs = [1024, 4096, 32768] if args.quick else [1024, 4096, 16384, 32768]
     result["decode"] = []
     for b in batches:
@@ -184,12 +200,13 @@ def main() -> None:
                 continue
             result["decode"].append(decode_point(b, c))
             torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
     print(f"device {result['device']}, copy bandwidth {result['copy_tb_s']:.2f} TB/s")
-    gl_head = (" gluon static | static / cuDNN | gluon rel err | gluon dynamic | gluon per item |"
-               if args.gluon else "")
+    gl_head = " gluon default | default / cuDNN | gluon rel err | best variant |" if args.gluon else ""
     print(f"\nprefill TFLOP/s (bf16)\n| dim | causal | seq | ours | sdpa flash | sdpa cuDNN | ours / cuDNN | rel err |"
           f"{gl_head}")
-    print("|---|---|---|---|---|---|---|---|" + "---|---|---|---|---|" * args.gluon)
+    print("|---|---|---|---|---|---|---|---|" + "---|---|---|---|" * args.gluon)
     for p in result["prefill"]:
         cud = p.get("sdpa_cudnn")
         ratio = f"{p['ours'] / cud:.2f}" if cud else "-"
@@ -199,14 +216,24 @@ def main() -> None:
                f"{p['rel_err']:.1e} |")
         if args.gluon:
             gl_ratio = f"{p['gluon'] / cud:.2f}" if cud else "-"
-            row += (f" {p['gluon']:.0f} | {gl_ratio} | {p['gluon_rel_err']:.1e} | {p['gluon_dynamic']:.0f} |"
-                    f" {p['gluon_per_item']:.0f} |")
+            best = max(p["gluon_variants"], key=p["gluon_variants"].get)
+            row += (f" {p['gluon']:.0f} | {gl_ratio} | {p['gluon_rel_err']:.1e} |"
+                    f" {best} {p['gluon_variants'][best]:.0f} |")
         print(row)
     if args.gluon:
+        names = [variant_name(c, s) for c, s in gluon_variants(64)]
+        print("\nGluon prefill variants, TFLOP/s (consumer warpgroups x schedule)")
+        print("| dim | causal | seq | " + " | ".join(names) + " |\n|---|---|---|" + "---|" * len(names))
+        for p in result["prefill"]:
+            cells = [f"{p['gluon_variants'][n]:.0f}" if n in p["gluon_variants"] else "-" for n in names]
+            print(f"| {p['dim']} | {p['causal']} | {p['seq']} | " + " | ".join(cells) + " |")
         print("\nGluon prefill TFLOP/s on a mixed batch (1 x 4k + 63 x 64-1024 new tokens, half with prefixes)")
-        print("| dim | causal | static | dynamic | per item |\n|---|---|---|---|---|")
+        print("| dim | causal | default | " + " | ".join(names) + " |\n|---|---|---|" + "---|" * len(names))
         for v in result["gluon_varlen"]:
-            print(f"| {v['dim']} | {v['causal']} | {v['static']:.0f} | {v['dynamic']:.0f} | {v['per_item']:.0f} |")
+            cells = [f"{v[n]:.0f}" if n in v else "-" for n in names]
+            print(f"| {v['dim']} | {v['causal']} | {v['auto']:.0f} | " + " | ".join(cells) + " |")
+    if not result["decode"]:
+        return
     print("\ndecode (bf16, 32 q heads / 8 kv heads, dim 128; eager launch and CUDA-graph replay)")
     print("| batch | context | ms | TB/s | % of copy | graph ms | graph TB/s | graph % of copy |")
     print("|---|---|---|---|---|---|---|---|")
@@ -214,8 +241,6 @@ def main() -> None:
     for d in result["decode"]:
         print(f"| {d['batch']} | {d['ctx']} | {d['ms']:.3f} | {d['tb_s']:.2f} | {100 * d['tb_s'] / copy:.0f}% "
               f"| {d['graph_ms']:.3f} | {d['graph_tb_s']:.2f} | {100 * d['graph_tb_s'] / copy:.0f}% |")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
 Plain Triton does not give us FA3's producer/consumer split with asynchronous wgmma, so this kernel spells it out:
 
-- Work items are (query tile of ``BLOCK_M`` = 128 rows, sequence, head), query tiles the fastest axis: the
+- Work items are (query tile, sequence, head), query tiles the fastest axis: the
   items running together walk the same sequence and head's keys and share them in L2 (measured on the H200:
   10-25% faster than heads fastest with the longest causal tiles first). Items whose tile lies past the
   sequence's new tokens are empty.
@@ -12,14 +12,13 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   current item's last tiles and store its output, which hides the per-item start-up (Q latency, the first
   Q K^T with nothing to overlap) and tail that short sequences cannot amortise. Every barrier phase follows
   from running counts (key tiles, wgmma turns, items) that all partitions keep alike, see ``_prefill_kernel``.
-  Two ways to assign the items (``schedule``):
-  - "static" (the default up to 4k new tokens per sequence): program p takes items p, p + programs, ... in
-    that order, so the set running at once still moves through the items in order; the program count shares
-    no factor with the tiles per (sequence, head), which spreads the causal tiles' unequal costs and the empty
-    tiles evenly (see ``_persistent_programs``). Still, at 8k-16k causal the fixed assignment leaves programs
-    unequally loaded, so longer runs get "per_item" by default: one program per item, the grid ordering them.
+  Two ways to assign the items (``schedule``; ``_plan`` picks one by shape, or one program per item):
+  - "static": program p takes items p, p + programs, ... in that order, so the set running at once still
+    moves through the items in order; the program count shares no factor with the tiles per (sequence, head),
+    which spreads the causal tiles' unequal costs and the empty tiles evenly (see ``_persistent_programs``).
+    Still, for long causal runs and mixed batches the fixed assignment leaves programs unequally loaded.
   - "dynamic" (FA3's tile scheduler): the producer draws each next item from a global atomic counter, skips
-    empty ones itself, and hands the item index to both consumer warpgroups through a two-slot ring in shared
+    empty ones itself, and hands the item index to the consumer warpgroups through a two-slot ring in shared
     memory (one slot per Q buffer, signalled by an mbarrier); the sentinel -1 ends their loops. Programs that
     finish early take more items, so the load balances at any length; causal items go longest tile first
     within each (sequence, head), so the short ones fill the end. The counter is a cached per-device buffer
@@ -27,17 +26,19 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
 - A one-warp producer partition walks the block table and TMA-loads K and V tiles (``BLOCK_N`` rows of one
   cache block, one KV head) into a ``STAGES``-deep shared-memory ring, with separate ready/empty mbarriers for
   K and V so S = Q K^T can start before V has landed.
-- Two consumer partitions of one warpgroup each (the default partition and a worker) own 64 query rows apiece,
-  each with its Q rows in shared memory (one TMA load: by the producer when persistent, else by the consumer)
-  and its own arrivals on the K/V empty barriers (count 2).
+- Two consumer partitions of one warpgroup each (the default partition and a worker; three at head dim 64 for
+  long runs, as in FA3, see ``_config``) own 64 query rows apiece, so a query tile has 128 (192) rows; each
+  has its Q rows in shared memory (one TMA load: by the producer when persistent, else by the consumer) and
+  its own arrivals on the K/V empty barriers (count: the consumers).
   Per key tile j a consumer issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} as asynchronous wgmmas, waits for S_j
   only, and runs tile j's online softmax (exp2 domain, scale folded into one FMA) before waiting for P V; P stays
-  in registers as the wgmma A operand. With ``pingpong`` (default) the two warpgroups take turns issuing their
-  wgmmas (two mbarriers), FA3's schedule: one warpgroup's softmax runs while the other's matrix products keep
-  the tensor cores busy. (ptxas 12.8, bundled with Triton 3.6, hoists the P V wait above the softmax in SASS,
-  so the overlap inside one warpgroup is lost and the turn-taking between the two is what hides the softmax.)
-  Only tiles crossing the context end or the causal diagonal pay for the mask; tiles wholly in a tile's future
-  are never loaded.
+  in registers as the wgmma A operand. With ``pingpong`` (default) the warpgroups take turns issuing their
+  wgmmas (one mbarrier each, round robin), FA3's schedule: one warpgroup's softmax runs while the others'
+  matrix products keep the tensor cores busy. (ptxas 12.8, bundled with Triton 3.6, hoists the P V wait above
+  the softmax in SASS, so the overlap inside one warpgroup is lost and the turn-taking is what hides the
+  softmax.) Only tiles crossing the context end or the causal diagonal pay for the mask; tiles wholly in a
+  tile's future are never loaded, and a warpgroup skips the computation of tiles wholly in its own rows'
+  future (causal) or of any tile when its rows lie past the new tokens.
 - The output tile goes out with masked register stores (a TMA store could spill into the next sequence's rows).
 
 Imported only by callers that want it (never by ``engine.kernels`` at import time); ``supported`` says when it
@@ -46,6 +47,7 @@ applies.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -63,20 +65,43 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 LOG2E = 1.4426950408889634
-BLOCK_M = 128
+WG_M = 64  # query rows per consumer warpgroup
 BLOCK_N = 128
-CONSUMER_WARPS = 4  # one warpgroup per consumer partition, 64 query rows each
-CONSUMERS = 2
-PRODUCER_REGS = 24
-CONSUMER_REGS = 240
-MAXNREG = 168  # 12 warps (2 consumer warpgroups + the producer's) share the register file at one CTA per SM
-PERSISTENT_MAX_NEW = 4096  # longest new-token run for which the persistent grid is the default
+CONSUMER_WARPS = 4  # one warpgroup per consumer partition
+PERSISTENT_MAX_NEW = 4096  # longest causal run for which the static grid is the default (see _plan)
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
-def _stages(head_dim: int) -> int:
-    """K/V ring depth: as deep as fits next to Q in 227 KB of shared memory (hd128: 32 KB per K or V tile)."""
-    return 2 if head_dim == 128 else 4
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """Launch shape: ``consumers`` warpgroups of ``WG_M`` query rows share each K/V tile; the register file (64K
+    per SM, one program per SM) is split by setmaxnreg between them and the producer's warpgroup, ``maxnreg``
+    being the even split the kernel launches with."""
+
+    consumers: int
+    stages: int  # K/V ring depth: as deep as fits next to Q in 227 KB of shared memory
+    consumer_regs: int
+    producer_regs: int
+
+    @property
+    def block_m(self) -> int:
+        return self.consumers * WG_M
+
+    @property
+    def maxnreg(self) -> int:
+        per_thread = 65536 // (32 * CONSUMER_WARPS * (self.consumers + 1))
+        return per_thread - per_thread % 8  # registers are allocated 8 at a time
+
+
+def _config(head_dim: int, consumers: int) -> _Config:
+    """Two consumer warpgroups with 240 registers per thread (head dim 128 needs them for its 64 x 128 output
+    accumulator), or, at head dim 64, three with 160 each (FA3's shape there: a third warpgroup's matrix
+    products help hide the other two's softmax, which costs as much as at head dim 128 for half the FLOPs)."""
+    if consumers == 2:
+        return _Config(consumers=2, stages=2 if head_dim == 128 else 4, consumer_regs=240, producer_regs=24)
+    if consumers == 3 and head_dim == 64:
+        return _Config(consumers=3, stages=4, consumer_regs=160, producer_regs=32)
+    raise ValueError(f"consumers must be 2, or 3 at head dim 64 (registers); got {consumers} at head dim {head_dim}")
 
 
 def supported(query: torch.Tensor, k_cache: torch.Tensor) -> bool:
@@ -153,6 +178,7 @@ def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tabl
     q_bufs, q_ready, q_empty = q_ring
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
+    CONSUMERS: gl.constexpr = BLOCK_M // WG_M
     kv = gl.to_tensor(0)  # key tiles loaded so far
     it = gl.to_tensor(0)  # work items started so far (skipped ones not counted)
     for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
@@ -160,7 +186,7 @@ def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tabl
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             BLOCK_M, BLOCK_N, CAUSAL)
         if tile * BLOCK_M < n_new:
-            for wg in gl.static_range(2):
+            for wg in gl.static_range(CONSUMERS):
                 q = 2 * wg + it % 2
                 mbarrier.wait(q_empty.index(q), ((it // 2) & 1) ^ 1)
                 mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
@@ -185,6 +211,7 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
     slots, slot_ready = item_ring
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
+    CONSUMERS: gl.constexpr = BLOCK_M // WG_M
     slot_layout: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
     kv = gl.to_tensor(0)  # key tiles loaded so far
     it = gl.to_tensor(0)  # work items published so far
@@ -194,8 +221,8 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             BLOCK_M, BLOCK_N, CAUSAL)
         if tile * BLOCK_M < n_new:
-            _publish_item(q_empty, slots, slot_ready, it, w, slot_layout)
-            for wg in gl.static_range(2):
+            _publish_item(q_empty, slots, slot_ready, it, w, slot_layout, CONSUMERS)
+            for wg in gl.static_range(CONSUMERS):
                 q = 2 * wg + it % 2
                 mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
@@ -206,7 +233,7 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
             kv += n_tiles
             it += 1
         w = gl.atomic_add(work_queue, 1, sem="relaxed")
-    _publish_item(q_empty, slots, slot_ready, it, -1, slot_layout)
+    _publish_item(q_empty, slots, slot_ready, it, -1, slot_layout, CONSUMERS)
     # Tickets num_items .. num_items + programs - 1 each end one program's loop, so the last of them is the
     # launch's last increment: every other program has drawn its final ticket, nothing touches the queue after.
     if w == num_items + gl.num_programs(0) - 1:
@@ -214,11 +241,11 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
 
 
 @gluon.jit
-def _publish_item(q_empty, slots, slot_ready, it, w, slot_layout: gl.constexpr):
-    """Write item position it's index w (or the sentinel -1) into item slot it % 2 and signal it, once both
-    warpgroups have finished item it - 2 (their q_empty releases): they read that item's index from the same
-    slot before attending it, so the slot is free, and so are both Q buffers item it loads into."""
-    for wg in gl.static_range(2):
+def _publish_item(q_empty, slots, slot_ready, it, w, slot_layout: gl.constexpr, CONSUMERS: gl.constexpr):
+    """Write item position it's index w (or the sentinel -1) into item slot it % 2 and signal it, once every
+    consumer warpgroup has finished item it - 2 (their q_empty releases): they read that item's index from the
+    same slot before attending it, so the slot is free, and so are the Q buffers item it loads into."""
+    for wg in gl.static_range(CONSUMERS):
         mbarrier.wait(q_empty.index(2 * wg + it % 2), ((it // 2) & 1) ^ 1)
     slots.index(it % 2).store(gl.full([1], w, gl.int32, slot_layout))
     # Every lane stores the index, lane 0 too, and lane 0 arrives after its store (Triton syncs the warp in
@@ -253,29 +280,38 @@ def _needs_mask(start, ctx, first_q_pos, BLOCK_N: gl.constexpr, CAUSAL: gl.const
 
 @gluon.jit
 def _take_turn(turns, k, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    """Wait until it is warpgroup WG's k-th turn to issue wgmmas (WG 0 goes first: its first wait passes on the
-    fresh barrier)."""
+    """Wait until it is warpgroup WG's k-th turn to issue wgmmas: the warpgroups issue in the order 0, 1, ..,
+    round after round. turns[WG] completes phase k when warpgroup WG - 1 issued its turn k, turns[0] when the
+    last warpgroup issued its turn k - 1 (so WG 0's first wait passes on the fresh barrier)."""
     if PINGPONG:
-        mbarrier.wait(turns.index(WG), (k & 1) ^ (1 - WG))
+        if WG == 0:
+            mbarrier.wait(turns.index(0), (k & 1) ^ 1)
+        else:
+            mbarrier.wait(turns.index(WG), k & 1)
 
 
 @gluon.jit
-def _pass_turn(turns, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    """Hand the tensor cores to the other warpgroup once this one's wgmmas are issued."""
+def _pass_turn(turns, WG: gl.constexpr, PINGPONG: gl.constexpr, CONSUMERS: gl.constexpr):
+    """Hand the tensor cores to the next warpgroup once this one's wgmmas are issued."""
     if PINGPONG:
-        mbarrier.arrive(turns.index(1 - WG))
+        mbarrier.arrive(turns.index((WG + 1) % CONSUMERS))
 
 
 @gluon.jit
 def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, ctx, n_tiles, kv0, turn0,
                   qk_scale, stride_ot, stride_oh,
                   WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr):
+                  STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr, CONSUMERS: gl.constexpr,
+                  num_warps: gl.constexpr):
     """Q K^T, online softmax and P V of warpgroup WG's BLOCK_M query rows of one work item over the key tiles the
     producer streams in; writes those output rows. The item's Q lands on q_bar's phase q_phase; its key tiles are
     the program's tiles kv0 .. kv0 + n_tiles - 1 (ring position) and its n_tiles + 1 wgmma turns the program's
-    turns turn0 .. turn0 + n_tiles. With PINGPONG the two warpgroups take turns issuing their wgmmas (FA3's
-    schedule), so one's softmax overlaps the other's matrix products."""
+    turns turn0 .. turn0 + n_tiles. With PINGPONG the warpgroups take turns issuing their wgmmas (FA3's
+    schedule), so one's softmax overlaps the others' matrix products.
+    The item's last key tiles may be wholly in the future of this warpgroup's rows (causal: the item spans
+    CONSUMERS * BLOCK_M rows, so its earlier rows see fewer keys), and rows past the sequence's new tokens need
+    no attention at all (at least one tile is still attended, keeping the code simple): such tiles are only
+    released and their turns passed, not computed."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -288,6 +324,11 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
 
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     first_q_pos = prefix + row0
+    if CAUSAL:
+        mine = gl.minimum(gl.cdiv(gl.minimum(ctx, first_q_pos + BLOCK_M), BLOCK_N), n_tiles)
+    else:
+        mine = n_tiles
+    mine = gl.where(row0 < n_new, mine, 1)  # key tiles this warpgroup attends
     q_pos = first_q_pos + gl.arange(0, BLOCK_M, layout=row_layout)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_layout)
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
@@ -300,14 +341,14 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
     mbarrier.wait(k_ready.index(stage), (kv0 // STAGES) & 1)
     _take_turn(turns, turn0, WG, PINGPONG)
     s_tok = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
-    _pass_turn(turns, WG, PINGPONG)
+    _pass_turn(turns, WG, PINGPONG, CONSUMERS)
     s = warpgroup_mma_wait(0, deps=(s_tok,))
     mbarrier.arrive(k_empty.index(stage))
     p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, 0, ctx, qk_scale, offs_n,
                                        _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
 
-    for j in range(1, n_tiles):
+    for j in range(1, mine):
         c = kv0 + j
         stage = c % STAGES
         prev = (c - 1) % STAGES
@@ -316,7 +357,7 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
         s_tok = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
         mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
         o_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
-        _pass_turn(turns, WG, PINGPONG)
+        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
         # wgmma groups retire in order: one left outstanding means S_j is done and P_{j-1} V_{j-1} may still run.
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         mbarrier.arrive(k_empty.index(stage))
@@ -328,14 +369,26 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
         p_op = gl.convert_layout(p.to(dtype), p_layout)
 
-    c = kv0 + n_tiles - 1
+    c = kv0 + mine - 1
     last = c % STAGES
     mbarrier.wait(v_ready.index(last), (c // STAGES) & 1)
-    _take_turn(turns, turn0 + n_tiles, WG, PINGPONG)
+    _take_turn(turns, turn0 + mine, WG, PINGPONG)
     o_tok = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
-    _pass_turn(turns, WG, PINGPONG)
+    _pass_turn(turns, WG, PINGPONG, CONSUMERS)
     acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
     mbarrier.arrive(v_empty.index(last))
+
+    # Tiles past this warpgroup's rows: release each once it has landed (an earlier release could count
+    # towards the stage's previous use), and pass the turns the other warpgroups wait for.
+    for j in range(mine, n_tiles):
+        c = kv0 + j
+        stage = c % STAGES
+        mbarrier.wait(k_ready.index(stage), (c // STAGES) & 1)
+        mbarrier.arrive(k_empty.index(stage))
+        mbarrier.wait(v_ready.index(stage), (c // STAGES) & 1)
+        mbarrier.arrive(v_empty.index(stage))
+        _take_turn(turns, turn0 + j + 1, WG, PINGPONG)
+        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
 
     acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
     # Coalesced stores: 16 bytes per thread along the head dim.
@@ -353,7 +406,7 @@ def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, pr
                         stride_ot, stride_oh,
                         WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                         STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
-                        num_warps: gl.constexpr):
+                        CONSUMERS: gl.constexpr, num_warps: gl.constexpr):
     """One work item per program: load warpgroup WG's Q rows itself (one TMA load), then attend them."""
     q_start, n_new, tile_row = rows
     row0 = tile_row + WG * BLOCK_M
@@ -361,21 +414,21 @@ def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, pr
     tma.async_copy_global_to_shared(q_desc, [q_start + row0, head * HEAD_DIM], q_bars.index(WG), q_bufs.index(WG))
     _consume_item(q_bufs.index(WG), q_bars.index(WG), 0, ring, turns, out, (q_start, n_new, row0), head, prefix,
                   ctx, n_tiles, 0, 0, qk_scale, stride_ot, stride_oh,
-                  WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)
+                  WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)
 
 
 @gluon.jit
 def _persistent_consumer(ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh,
                          WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                          STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
-                         num_warps: gl.constexpr):
+                         CONSUMERS: gl.constexpr, num_warps: gl.constexpr):
     """Walk this program's work items in the producer's order (skipping the same ones) and attend warpgroup WG's
-    query rows of each, keeping the running ring, turn and Q-buffer positions that the phases derive from."""
+    query rows of each, keeping the running ring and Q-buffer positions that the phases derive from (its wgmma
+    turns so far are kv + it: n_tiles + 1 per item)."""
     q_bufs, q_ready, q_empty = q_ring
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
-    TILE_M: gl.constexpr = 2 * BLOCK_M  # query rows per work item
+    TILE_M: gl.constexpr = CONSUMERS * BLOCK_M  # query rows per work item
     kv = gl.to_tensor(0)  # key tiles consumed so far
-    turn = gl.to_tensor(0)  # wgmma turns taken so far (n_tiles + 1 per item)
     it = gl.to_tensor(0)  # work items attended so far
     for w in range(gl.program_id(0), num_items, gl.num_programs(0)):
         tile, seq, head = _item_coords(w, num_m_tiles, num_seqs, False)
@@ -384,13 +437,12 @@ def _persistent_consumer(ring, turns, q_ring, out, sched, qk_scale, stride_ot, s
         if tile * TILE_M < n_new:
             q = 2 * WG + it % 2
             _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out,
-                          (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, turn,
+                          (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, kv + it,
                           qk_scale, stride_ot, stride_oh,
-                          WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)
+                          WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)
             # Every wgmma reading this Q buffer has retired: the producer may load item it + 2's Q into it.
             mbarrier.arrive(q_empty.index(q))
             kv += n_tiles
-            turn += n_tiles + 1
             it += 1
 
 
@@ -406,14 +458,13 @@ def _claimed_item(item_ring, it, num_warps: gl.constexpr):
 def _dynamic_consumer(ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh,
                       WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                       STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
-                      num_warps: gl.constexpr):
+                      CONSUMERS: gl.constexpr, num_warps: gl.constexpr):
     """Attend warpgroup WG's query rows of each work item the producer drew from the queue, reading the item
     indices from the item ring until the sentinel; running positions as in ``_persistent_consumer``."""
     q_bufs, q_ready, q_empty = q_ring
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
-    TILE_M: gl.constexpr = 2 * BLOCK_M  # query rows per work item
+    TILE_M: gl.constexpr = CONSUMERS * BLOCK_M  # query rows per work item
     kv = gl.to_tensor(0)  # key tiles consumed so far
-    turn = gl.to_tensor(0)  # wgmma turns taken so far (n_tiles + 1 per item)
     it = gl.to_tensor(0)  # work items attended so far
     w = _claimed_item(item_ring, it, num_warps)
     while w >= 0:
@@ -422,14 +473,13 @@ def _dynamic_consumer(ring, turns, q_ring, item_ring, out, sched, qk_scale, stri
                                                             TILE_M, BLOCK_N, CAUSAL)
         q = 2 * WG + it % 2
         _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out,
-                      (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, turn,
+                      (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, kv + it,
                       qk_scale, stride_ot, stride_oh,
-                      WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)
+                      WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)
         # Releases the Q buffer and the item slot: all four warps have read the slot by now (Triton syncs the
         # warpgroup before an arrive, and the output store's layout conversion already did).
         mbarrier.arrive(q_empty.index(q))
         kv += n_tiles
-        turn += n_tiles + 1
         it += 1
         w = _claimed_item(item_ring, it, num_warps)
 
@@ -443,29 +493,30 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
                     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, num_warps: gl.constexpr):
     # Barrier phases (u-th completion = phase u; a wait for parity P passes once a phase of parity P completed,
     # and a fresh barrier counts as having completed the phase before 0). Every index below is a running count
-    # over this program's (non-skipped) work items, which the producer and both consumers walk identically:
+    # over this program's (non-skipped) work items, which the producer and all consumers walk identically:
     # - key tile c (c-th tile loaded/consumed by the program): ring stage c % STAGES; k_ready/v_ready[stage]
     #   complete phase c // STAGES when its TMA lands (consumers wait parity (c // STAGES) & 1), and
-    #   k_empty/v_empty[stage] (count 2) complete phase c // STAGES when both consumers released it (the producer
-    #   waits parity ((c // STAGES) & 1) ^ 1 before loading tile c, i.e. for tile c - STAGES's release).
+    #   k_empty/v_empty[stage] (count CONSUMERS) complete phase c // STAGES when every consumer released it (the
+    #   producer waits parity ((c // STAGES) & 1) ^ 1 before loading tile c, i.e. for tile c - STAGES's release).
     # - work item i (persistent): warpgroup WG's Q buffer 2 * WG + i % 2; its ready barrier (q_bars, called
     #   q_ready in the partitions) completes phase i // 2 when the rows land (WG waits parity (i // 2) & 1),
     #   q_empty (count 1) phase i // 2 when WG finished item i (the producer waits parity ((i // 2) & 1) ^ 1
     #   before loading item i, i.e. for item i - 2's release).
-    # - wgmma turn k (an item of n key tiles takes n + 1 turns, in the same order in both warpgroups): turns[1]
-    #   completes phase k when warpgroup 0 issued turn k, turns[0] phase k when warpgroup 1 did; warpgroup 0
-    #   waits turns[0] parity (k & 1) ^ 1 (warpgroup 1's turn k - 1), warpgroup 1 waits turns[1] parity k & 1.
+    # - wgmma turn k (an item of n key tiles takes n + 1 turns, in the same order in every warpgroup; see
+    #   ``_take_turn``): warpgroup WG's arrive after issuing turn k completes phase k of turns[WG + 1], or of
+    #   turns[0] for the last warpgroup; warpgroup 0 waits turns[0] parity (k & 1) ^ 1, the others turns[WG]
+    #   parity k & 1.
     # - item position i (DYNAMIC: the program's i-th real item in the order its producer drew them; position n,
     #   n = real items drawn, holds the sentinel -1): item slot i % 2 holds the item index, written by the
-    #   producer once both warpgroups released item i - 2 (it waits both q_empty barriers of position i, as above,
-    #   before the write instead of before each Q load), then slot_ready[i % 2] (count 1) completes phase i // 2
-    #   by the producer's arrive (consumers wait parity (i // 2) & 1 before reading the slot). A consumer reads
-    #   slot i % 2 before attending item i and releases it with item i's q_empty arrive, so slot and Q buffers
-    #   share the empty barriers. The producer skips empty items itself (the consumers see real items only), so
-    #   all three partitions count the same positions; the sentinel ends the consumers' loops.
+    #   producer once every warpgroup released item i - 2 (it waits their q_empty barriers of position i, as
+    #   above, before the write instead of before each Q load), then slot_ready[i % 2] (count 1) completes phase
+    #   i // 2 by the producer's arrive (consumers wait parity (i // 2) & 1 before reading the slot). A consumer
+    #   reads slot i % 2 before attending item i and releases it with item i's q_empty arrive, so slot and Q
+    #   buffers share the empty barriers. The producer skips empty items itself (the consumers see real items
+    #   only), so all partitions count the same positions; the sentinel ends the consumers' loops.
     # No barrier can run two phases past a waiter (the parity would alias): its next completion needs that
-    # waiter's own later arrival (the ring and Q buffers through their empty/ready pair, turns by alternation,
-    # slot_ready[i % 2]'s next phase through both warpgroups' q_empty releases of item i).
+    # waiter's own later arrival (the ring and Q buffers through their empty/ready pair, turns by the round,
+    # slot_ready[i % 2]'s next phase through every warpgroup's q_empty release of item i).
     if not PERSISTENT:  # one work item per program: (query tile, sequence, head) from the grid
         tile = gl.program_id(0)
         seq = gl.program_id(1)
@@ -475,25 +526,26 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
         if tile * BLOCK_M >= n_new:
             return
     WG_M: gl.constexpr = q_desc.block_type.shape[0]  # query rows per consumer warpgroup
-    Q_BUFS: gl.constexpr = 4 if PERSISTENT else 2  # persistent: double-buffered per warpgroup
+    CONSUMERS: gl.constexpr = BLOCK_M // WG_M
+    Q_BUFS: gl.constexpr = 2 * CONSUMERS if PERSISTENT else CONSUMERS  # persistent: double-buffered
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [Q_BUFS] + q_desc.block_type.shape, q_desc.layout)
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
     q_bars = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
-    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    turns = gl.allocate_shared_memory(gl.int64, [CONSUMERS, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(Q_BUFS):
         mbarrier.init(q_bars.index(i), count=1)
-    for i in gl.static_range(2):
+    for i in gl.static_range(CONSUMERS):
         mbarrier.init(turns.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)  # one arrival per consumer warpgroup
+        mbarrier.init(k_empty.index(i), count=CONSUMERS)  # one arrival per consumer warpgroup
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=2)
+        mbarrier.init(v_empty.index(i), count=CONSUMERS)
     ring = (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty)
 
     if PERSISTENT:
@@ -509,39 +561,91 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
                 mbarrier.init(slot_ready.index(i), count=1)
             fence_async_shared()
             item_ring = (slots, slot_ready)
-            gl.warp_specialize([
-                (_dynamic_consumer, (ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 0,
-                                     WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
-                (_dynamic_consumer, (ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 1,
-                                     WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
-                (_dynamic_producer, (q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue,
-                                     block_tables, stride_bt, GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES,
-                                     CAUSAL)),
-            ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+            if CONSUMERS == 2:
+                gl.warp_specialize([
+                    (_dynamic_consumer, (
+                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N,
+                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_dynamic_consumer, (
+                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N,
+                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_dynamic_producer, (
+                        q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue, block_tables, stride_bt,
+                        GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+            else:
+                gl.warp_specialize([
+                    (_dynamic_consumer, (
+                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N,
+                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_dynamic_consumer, (
+                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N,
+                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_dynamic_consumer, (
+                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 2, WG_M, BLOCK_N,
+                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_dynamic_producer, (
+                        q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue, block_tables, stride_bt,
+                        GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                ], [num_warps, num_warps, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         else:
             fence_async_shared()
-            gl.warp_specialize([
-                (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M,
-                                        BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
-                (_persistent_consumer, (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M,
-                                        BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, num_warps)),
-                (_persistent_producer, (q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt,
-                                        GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
-            ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+            if CONSUMERS == 2:
+                gl.warp_specialize([
+                    (_persistent_consumer, (
+                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM,
+                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_persistent_consumer, (
+                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM,
+                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_persistent_producer, (
+                        q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt, GROUP, BLOCK_SIZE,
+                        HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+            else:
+                gl.warp_specialize([
+                    (_persistent_consumer, (
+                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM,
+                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_persistent_consumer, (
+                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM,
+                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_persistent_consumer, (
+                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 2, WG_M, BLOCK_N, HEAD_DIM,
+                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                    (_persistent_producer, (
+                        q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt, GROUP, BLOCK_SIZE,
+                        HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                ], [num_warps, num_warps, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     else:
         fence_async_shared()
         table = block_tables + seq.to(gl.int64) * stride_bt
         rows = (q_start, n_new, tile * BLOCK_M)
-        gl.warp_specialize([
-            (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
-                                   qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
-                                   PINGPONG, num_warps)),
-            (_attention_consumer, (q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles,
-                                   qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL,
-                                   PINGPONG, num_warps)),
-            (_kv_producer, (k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE,
-                            BLOCK_N, STAGES)),
-        ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        if CONSUMERS == 2:
+            gl.warp_specialize([
+                (_attention_consumer, (
+                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
+                    stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                (_attention_consumer, (
+                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
+                    stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                (_kv_producer, (
+                    k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE, BLOCK_N, STAGES)),
+            ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        else:
+            gl.warp_specialize([
+                (_attention_consumer, (
+                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
+                    stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                (_attention_consumer, (
+                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
+                    stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                (_attention_consumer, (
+                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
+                    stride_oh, 2, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
+                (_kv_producer, (
+                    k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE, BLOCK_N, STAGES)),
+            ], [num_warps, num_warps, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
 def _descriptor(t: torch.Tensor, rows: int, block_rows: int, head_dim: int) -> TensorDescriptor:
@@ -580,10 +684,18 @@ def _persistent_programs(num_sms: int, num_m_tiles: int, num_items: int) -> int:
 SCHEDULES = ("auto", "dynamic", "static", "per_item")
 
 
-def _default_schedule(max_new_tokens: int) -> str:
-    """What ``schedule="auto"`` runs: the static persistent grid up to ``PERSISTENT_MAX_NEW`` new tokens per
-    sequence, one program per item beyond."""
-    return "static" if max_new_tokens <= PERSISTENT_MAX_NEW else "per_item"
+def _plan(head_dim: int, causal: bool, max_new_tokens: int, uniform: bool) -> tuple[int, str]:
+    """(consumer warpgroups, schedule) of ``schedule="auto"``, from H200 measurements (docs/benchmarks.md).
+    Batches of equal new-token runs (``uniform``) get the static persistent grid while the work items cost alike
+    (non-causal, or causal up to ``PERSISTENT_MAX_NEW`` tokens); long causal runs and mixed batches, whose items
+    differ in cost, get the dynamic queue. At head dim 64, long uniform runs use three consumer warpgroups with
+    one program per item."""
+    long_run = max_new_tokens > PERSISTENT_MAX_NEW or (not causal and max_new_tokens > 1024)
+    if head_dim == 64 and uniform and long_run:
+        return 3, "per_item"
+    if uniform and (not causal or max_new_tokens <= PERSISTENT_MAX_NEW):
+        return 2, "static"
+    return 2, "dynamic"
 
 
 def prefill_attention(
@@ -598,16 +710,17 @@ def prefill_attention(
     max_new_tokens: int | None = None,
     pingpong: bool = True,
     schedule: str = "auto",
+    consumers: int | None = None,
 ) -> torch.Tensor:
     """Varlen GQA attention of the new tokens over each sequence's cached prefix plus themselves; the contract of
-    ``triton_attention.prefill_attention`` (check ``supported`` first). ``pingpong=False`` lets the two consumer
-    warpgroups issue wgmmas whenever they are ready instead of taking turns (for A/B timing). ``schedule``
-    (one of ``SCHEDULES``) assigns the work items: "per_item" launches one program per item; "static" and
-    "dynamic" launch about one program per SM, "static" giving program p items p, p + programs, ..., "dynamic"
-    handing out the next item to whichever program asks first (a global atomic counter, causal tiles longest
-    first). "auto" is "static" when no sequence brings more than ``PERSISTENT_MAX_NEW`` new tokens, else
-    "per_item": measured on the H200, static is 5-20% faster up to 4k tokens, while at 8k-16k causal its fixed
-    assignment leaves programs unequally loaded (up to 22% slower) and one program per item wins."""
+    ``triton_attention.prefill_attention`` (check ``supported`` first).
+
+    ``schedule`` (one of ``SCHEDULES``) assigns the work items: "per_item" launches one program per item;
+    "static" and "dynamic" launch about one program per SM, "static" giving program p items p, p + programs, ...,
+    "dynamic" handing out the next item to whichever program asks first (a global atomic counter, causal tiles
+    longest first). ``consumers`` is the number of consumer warpgroups (2, or 3 at head dim 64). "auto" and
+    ``consumers=None`` choose by shape (``_plan``). ``pingpong=False`` lets the consumer warpgroups issue
+    wgmmas whenever they are ready instead of taking turns (for A/B timing)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
     num_tokens, num_heads, head_dim = query.shape
@@ -619,10 +732,13 @@ def prefill_attention(
     num_seqs = cu_seqlens_q.shape[0] - 1
     if max_new_tokens is None:
         max_new_tokens = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
-    num_m_tiles = triton.cdiv(max_new_tokens, BLOCK_M)
-    num_items = num_m_tiles * num_seqs * num_heads
+    uniform = num_tokens == num_seqs * max_new_tokens  # every sequence brings max_new_tokens new tokens
+    planned_consumers, planned_schedule = _plan(head_dim, causal, max_new_tokens, uniform)
     if schedule == "auto":
-        schedule = _default_schedule(max_new_tokens)
+        schedule = planned_schedule
+    config = _config(head_dim, planned_consumers if consumers is None else consumers)
+    num_m_tiles = triton.cdiv(max_new_tokens, config.block_m)
+    num_items = num_m_tiles * num_seqs * num_heads
     device = query.device.index
     if schedule == "static":
         grid = (_persistent_programs(_num_sms(device), num_m_tiles, num_items),)
@@ -632,14 +748,14 @@ def prefill_attention(
         grid = (num_m_tiles, num_seqs, num_heads)
     cache_rows = num_blocks * block_size
     _prefill_kernel[grid](
-        _descriptor(query, num_tokens, BLOCK_M // CONSUMERS, head_dim),
+        _descriptor(query, num_tokens, WG_M, head_dim),
         _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
         _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
         out, cu_seqlens_q, context_lens, block_tables, _work_queue(device), scale * LOG2E,
         out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles, num_seqs, num_items,
         GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, STAGES=_stages(head_dim), CAUSAL=causal, PINGPONG=pingpong,
-        PERSISTENT=schedule != "per_item", DYNAMIC=schedule == "dynamic", CONSUMER_REGS=CONSUMER_REGS,
-        PRODUCER_REGS=PRODUCER_REGS, num_warps=CONSUMER_WARPS, maxnreg=MAXNREG,
+        BLOCK_M=config.block_m, BLOCK_N=BLOCK_N, STAGES=config.stages, CAUSAL=causal, PINGPONG=pingpong,
+        PERSISTENT=schedule != "per_item", DYNAMIC=schedule == "dynamic", CONSUMER_REGS=config.consumer_regs,
+        PRODUCER_REGS=config.producer_regs, num_warps=CONSUMER_WARPS, maxnreg=config.maxnreg,
     )
     return out

@@ -77,18 +77,39 @@ def test_gluon_prefill_matches_reference(lens, new, block, causal, dim, dtype, p
     check_against_reference(case, causal, dim**-0.5, pingpong=pingpong, schedule=schedule)
 
 
-@pytest.mark.parametrize("schedule", ["static", "dynamic"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("block", [256, 128])
+@pytest.mark.parametrize("lens,new", CASES)
+@pytest.mark.parametrize(
+    "pingpong,schedule", [(True, "static"), (True, "dynamic"), (True, "per_item"), (False, "static")]
+)
+def test_three_consumer_warpgroups_at_head_dim_64(lens, new, block, causal, pingpong, schedule):
+    """192-row work items: three warpgroups take turns; causal items' first rows skip the key tiles wholly in
+    their future and rows past the new tokens skip everything but one tile."""
+    case = paged_case(lens, new, 8, 2, 64, block, torch.bfloat16)
+    check_against_reference(case, causal, 0.125, pingpong=pingpong, schedule=schedule, consumers=3)
+
+
+def test_three_consumer_warpgroups_need_head_dim_64():
+    case = paged_case([300], [200], 2, 1, 128, 256, torch.bfloat16, seed=7)
+    with pytest.raises(ValueError, match="consumers"):
+        ga.prefill_attention(*case, 0.125, consumers=3)
+
+
+@pytest.mark.parametrize("schedule,consumers", [("static", 2), ("dynamic", 2), ("static", 3), ("dynamic", 3)])
 @pytest.mark.parametrize("dim", [64, 128])
 @pytest.mark.parametrize("causal", [True, False])
-def test_persistent_walks_many_more_items_than_sms(dim, causal, schedule):
+def test_persistent_walks_many_more_items_than_sms(dim, causal, schedule, consumers):
     """64 sequences of 1..700 new tokens, most behind a cached prefix: thousands of work items (many of them
     empty, many with one key tile) per SM-sized grid, so each program carries its ring, turn, Q-buffer (and,
     dynamic, item-slot) phases across dozens of items."""
+    if consumers == 3 and dim == 128:
+        pytest.skip("three consumer warpgroups run at head dim 64 only")
     gen = torch.Generator().manual_seed(5)
     new = torch.randint(1, 701, (64,), generator=gen)
     prefix = torch.randint(0, 900, (64,), generator=gen) * (torch.rand(64, generator=gen) < 0.7)
     case = paged_case((new + prefix).tolist(), new.tolist(), 8, 2, dim, 256, torch.bfloat16, seed=6)
-    check_against_reference(case, causal, dim**-0.5, schedule=schedule)
+    check_against_reference(case, causal, dim**-0.5, schedule=schedule, consumers=consumers)
 
 
 @pytest.mark.parametrize("schedule", ["static", "dynamic"])
@@ -170,13 +191,23 @@ def test_persistent_grid_shares_no_factor_with_the_tiles_per_head():
     assert ga._persistent_programs(132, 8, 40) == 40  # at most one program per item
 
 
-def test_default_grid_is_persistent_up_to_4k_new_tokens_and_per_item_beyond():
-    """The default picks the persistent grid for short runs and one program per item for long ones, and the
-    default call is right on both sides of the switch."""
-    assert ga._default_schedule(ga.PERSISTENT_MAX_NEW) == "static"
-    assert ga._default_schedule(ga.PERSISTENT_MAX_NEW + 1) == "per_item"
-    for new in (1000, ga.PERSISTENT_MAX_NEW + 200):
-        check_against_reference(paged_case([new], [new], 8, 2, 64, 256, torch.bfloat16, seed=7), True, 0.125)
+def test_auto_plan_follows_the_measured_choices():
+    """Equal runs: the static grid, up to 4k new tokens when causal; mixed batches and long causal runs: the
+    dynamic queue; head dim 64 beyond 1k tokens (4k causal): three warpgroups, one program per item."""
+    limit = ga.PERSISTENT_MAX_NEW
+    assert ga._plan(128, True, limit, uniform=True) == (2, "static")
+    assert ga._plan(128, True, limit + 1, uniform=True) == (2, "dynamic")
+    assert ga._plan(128, False, 16384, uniform=True) == (2, "static")
+    assert ga._plan(128, False, 1024, uniform=False) == (2, "dynamic")
+    assert ga._plan(64, True, limit + 1, uniform=True) == (3, "per_item")
+    assert ga._plan(64, False, 2048, uniform=True) == (3, "per_item")
+    assert ga._plan(64, False, 1024, uniform=True) == (2, "static")
+    assert ga._plan(64, True, 16384, uniform=False) == (2, "dynamic")
+
+
+@pytest.mark.parametrize("dim,new", [(64, [1000]), (64, [4300]), (128, [4300]), (64, [4300, 700])])
+def test_auto_plan_runs_right(dim, new):
+    check_against_reference(paged_case(new, new, 4, 2, dim, 256, torch.bfloat16, seed=7), True, dim**-0.5)
 
 
 @pytest.mark.parametrize("schedule", ["static", "dynamic", "per_item"])
