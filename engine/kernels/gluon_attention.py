@@ -68,7 +68,7 @@ LOG2E = 1.4426950408889634
 WG_M = 64  # query rows per consumer warpgroup
 BLOCK_N = 128
 CONSUMER_WARPS = 4  # one warpgroup per consumer partition
-PERSISTENT_MAX_NEW = 4096  # longest causal run for which the static grid is the default (see _plan)
+LONG_RUN = 4096  # new tokens per sequence from which head dim 64 runs best as a long run (see _plan)
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
@@ -685,16 +685,15 @@ SCHEDULES = ("auto", "dynamic", "static", "per_item")
 
 
 def _plan(head_dim: int, causal: bool, max_new_tokens: int, uniform: bool) -> tuple[int, str]:
-    """(consumer warpgroups, schedule) of ``schedule="auto"``, from H200 measurements (docs/benchmarks.md).
-    Batches of equal new-token runs (``uniform``) get the static persistent grid while the work items cost alike
-    (non-causal, or causal up to ``PERSISTENT_MAX_NEW`` tokens); long causal runs and mixed batches, whose items
-    differ in cost, get the dynamic queue. At head dim 64, long uniform runs use three consumer warpgroups with
-    one program per item."""
-    long_run = max_new_tokens > PERSISTENT_MAX_NEW or (not causal and max_new_tokens > 1024)
-    if head_dim == 64 and uniform and long_run:
-        return 3, "per_item"
-    if uniform and (not causal or max_new_tokens <= PERSISTENT_MAX_NEW):
-        return 2, "static"
+    """(consumer warpgroups, schedule) of ``schedule="auto"``, from medians of five H200 runs of
+    benchmarks/attention_gpu.py (docs/benchmarks.md). The dynamic queue is best or within 2% of it almost
+    everywhere with two warpgroups, and on mixed batches. At head dim 64 three warpgroups win from 2k new tokens
+    on when every sequence brings the same number (``uniform``): non-causal with the static grid (2k-4k) or the
+    dynamic queue, causal beyond ``LONG_RUN`` with one program per item (+4-7% over the queue there)."""
+    if head_dim == 64 and max_new_tokens > LONG_RUN:
+        return 3, "per_item" if causal and uniform else "dynamic"
+    if head_dim == 64 and uniform and not causal and max_new_tokens > 1024:
+        return 3, "static"
     return 2, "dynamic"
 
 

@@ -192,17 +192,18 @@ def test_persistent_grid_shares_no_factor_with_the_tiles_per_head():
 
 
 def test_auto_plan_follows_the_measured_choices():
-    """Equal runs: the static grid, up to 4k new tokens when causal; mixed batches and long causal runs: the
-    dynamic queue; head dim 64 beyond 1k tokens (4k causal): three warpgroups, one program per item."""
-    limit = ga.PERSISTENT_MAX_NEW
-    assert ga._plan(128, True, limit, uniform=True) == (2, "static")
-    assert ga._plan(128, True, limit + 1, uniform=True) == (2, "dynamic")
-    assert ga._plan(128, False, 16384, uniform=True) == (2, "static")
+    """Two warpgroups with the dynamic queue by default; head dim 64: three warpgroups from 2k equal non-causal
+    runs (static grid up to 4k) and beyond 4k (causal equal runs: one program per item)."""
+    long = ga.LONG_RUN + 1
+    assert ga._plan(128, True, 16384, uniform=True) == (2, "dynamic")
     assert ga._plan(128, False, 1024, uniform=False) == (2, "dynamic")
-    assert ga._plan(64, True, limit + 1, uniform=True) == (3, "per_item")
-    assert ga._plan(64, False, 2048, uniform=True) == (3, "per_item")
-    assert ga._plan(64, False, 1024, uniform=True) == (2, "static")
-    assert ga._plan(64, True, 16384, uniform=False) == (2, "dynamic")
+    assert ga._plan(64, True, ga.LONG_RUN, uniform=True) == (2, "dynamic")
+    assert ga._plan(64, True, long, uniform=True) == (3, "per_item")
+    assert ga._plan(64, True, long, uniform=False) == (3, "dynamic")
+    assert ga._plan(64, False, long, uniform=True) == (3, "dynamic")
+    assert ga._plan(64, False, 2048, uniform=True) == (3, "static")
+    assert ga._plan(64, False, 2048, uniform=False) == (2, "dynamic")
+    assert ga._plan(64, False, 1024, uniform=True) == (2, "dynamic")
 
 
 @pytest.mark.parametrize("dim,new", [(64, [1000]), (64, [4300]), (128, [4300]), (64, [4300, 700])])
