@@ -90,12 +90,6 @@ def test_three_consumer_warpgroups_at_head_dim_64(lens, new, block, causal, ping
     check_against_reference(case, causal, 0.125, pingpong=pingpong, schedule=schedule, consumers=3)
 
 
-def test_three_consumer_warpgroups_need_head_dim_64():
-    case = paged_case([300], [200], 2, 1, 128, 256, torch.bfloat16, seed=7)
-    with pytest.raises(ValueError, match="consumers"):
-        ga.prefill_attention(*case, 0.125, consumers=3)
-
-
 @pytest.mark.parametrize("schedule,consumers", [("static", 2), ("dynamic", 2), ("static", 3), ("dynamic", 3)])
 @pytest.mark.parametrize("dim", [64, 128])
 @pytest.mark.parametrize("causal", [True, False])
@@ -134,12 +128,6 @@ def test_dynamic_walks_long_causal_sequences_longest_tile_first(dim):
     """A 4.5k-token causal run next to short ones: 36 query tiles per (sequence, head) taken last tile first."""
     case = paged_case([4500, 700, 130], [4500, 300, 130], 4, 2, dim, 256, torch.bfloat16, seed=10)
     check_against_reference(case, True, dim**-0.5, schedule="dynamic")
-
-
-def test_unknown_schedule_is_rejected():
-    case = paged_case([300], [200], 2, 1, 128, 256, torch.bfloat16, seed=7)
-    with pytest.raises(ValueError, match="schedule"):
-        ga.prefill_attention(*case, 0.125, schedule="persistent")
 
 
 def test_gluon_prefill_matches_triton_kernel_on_the_bench_shape():
@@ -183,27 +171,6 @@ def test_engine_op_runs_the_gluon_kernel_for_large_blocks_and_triton_for_small()
         args = [t.float() if t.is_floating_point() else t for t in (q, kc, vc, cu, ctx, tables)]
         ref = reference.prefill_attention(*args, scale=0.125)
         assert (out.float() - ref).abs().max() / ref.abs().max() < 2e-2
-
-
-def test_persistent_grid_shares_no_factor_with_the_tiles_per_head():
-    assert ga._persistent_programs(132, 8, 4096) == 131  # 132 would give each program tiles t and t + 4 only
-    assert ga._persistent_programs(132, 5, 4096) == 132
-    assert ga._persistent_programs(132, 8, 40) == 40  # at most one program per item
-
-
-def test_auto_plan_follows_the_measured_choices():
-    """Two warpgroups with the dynamic queue by default; head dim 64: three warpgroups from 2k equal non-causal
-    runs (static grid up to 4k) and beyond 4k (causal equal runs: one program per item)."""
-    long = ga.LONG_RUN + 1
-    assert ga._plan(128, True, 16384, uniform=True) == (2, "dynamic")
-    assert ga._plan(128, False, 1024, uniform=False) == (2, "dynamic")
-    assert ga._plan(64, True, ga.LONG_RUN, uniform=True) == (2, "dynamic")
-    assert ga._plan(64, True, long, uniform=True) == (3, "per_item")
-    assert ga._plan(64, True, long, uniform=False) == (3, "dynamic")
-    assert ga._plan(64, False, long, uniform=True) == (3, "dynamic")
-    assert ga._plan(64, False, 2048, uniform=True) == (3, "static")
-    assert ga._plan(64, False, 2048, uniform=False) == (2, "dynamic")
-    assert ga._plan(64, False, 1024, uniform=True) == (2, "dynamic")
 
 
 @pytest.mark.parametrize("dim,new", [(64, [1000]), (64, [4300]), (128, [4300]), (64, [4300, 700])])
