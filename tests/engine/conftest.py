@@ -1,5 +1,10 @@
-"""One real model load per test session: our engine and the transformers reference over the same GGUF."""
+"""One real model load per test session: our engine and the transformers reference over the same GGUF.
 
+Without a GPU the Triton kernels run under Triton's interpreter, which must be chosen before Triton is first
+imported: set here, before any test module of this directory can import it.
+"""
+
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -7,6 +12,9 @@ import pytest
 import torch
 
 from engine.loader import resolve_model_path
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 PROMPTS = [
     "The capital of France is",

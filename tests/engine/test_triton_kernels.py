@@ -1,19 +1,15 @@
 """The Triton attention ops against the torch references, on random paged caches.
 
 On a CUDA device they run compiled, in bf16 and fp16; in CI (no GPU) the same kernels run under Triton's
-interpreter (TRITON_INTERPRET=1, set by this module before Triton is imported) on tiny shapes in fp32 and
+interpreter (TRITON_INTERPRET=1, set by conftest.py before Triton is imported) on tiny shapes in fp32 and
 fp16 (the interpreter mishandles bf16 dot products).
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
 from engine.kernels import reference  # noqa: E402
