@@ -402,12 +402,16 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
 
 
 @gluon.jit
-def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale,
-                        stride_ot, stride_oh,
-                        WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                        STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
-                        CONSUMERS: gl.constexpr, num_warps: gl.constexpr):
-    """One work item per program: load warpgroup WG's Q rows itself (one TMA load), then attend them."""
+def _attention_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                        num_warps: gl.constexpr):
+    """One work item per program: load warpgroup WG's Q rows itself (one TMA load), then attend them. Tile shapes
+    come from the shared-memory buffers (as in the other consumers), so the kernel passes runtime values only."""
+    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot, stride_oh = args
+    BLOCK_M: gl.constexpr = q_bufs.shape[1]  # this warpgroup's query rows
+    HEAD_DIM: gl.constexpr = q_bufs.shape[2]
+    STAGES: gl.constexpr = ring[0].shape[0]
+    BLOCK_N: gl.constexpr = ring[0].shape[1]
+    CONSUMERS: gl.constexpr = turns.shape[0]
     q_start, n_new, tile_row = rows
     row0 = tile_row + WG * BLOCK_M
     mbarrier.expect(q_bars.index(WG), q_desc.block_type.nbytes)
@@ -418,14 +422,18 @@ def _attention_consumer(q_desc, ring, turns, q_bufs, q_bars, out, rows, head, pr
 
 
 @gluon.jit
-def _persistent_consumer(ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh,
-                         WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                         STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
-                         CONSUMERS: gl.constexpr, num_warps: gl.constexpr):
+def _persistent_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                         num_warps: gl.constexpr):
     """Walk this program's work items in the producer's order (skipping the same ones) and attend warpgroup WG's
     query rows of each, keeping the running ring and Q-buffer positions that the phases derive from (its wgmma
     turns so far are kv + it: n_tiles + 1 per item)."""
+    ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh = args
     q_bufs, q_ready, q_empty = q_ring
+    BLOCK_M: gl.constexpr = q_bufs.shape[1]  # this warpgroup's query rows
+    HEAD_DIM: gl.constexpr = q_bufs.shape[2]
+    STAGES: gl.constexpr = ring[0].shape[0]
+    BLOCK_N: gl.constexpr = ring[0].shape[1]
+    CONSUMERS: gl.constexpr = turns.shape[0]
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
     TILE_M: gl.constexpr = CONSUMERS * BLOCK_M  # query rows per work item
     kv = gl.to_tensor(0)  # key tiles consumed so far
@@ -455,13 +463,17 @@ def _claimed_item(item_ring, it, num_warps: gl.constexpr):
 
 
 @gluon.jit
-def _dynamic_consumer(ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh,
-                      WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                      STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
-                      CONSUMERS: gl.constexpr, num_warps: gl.constexpr):
+def _dynamic_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                      num_warps: gl.constexpr):
     """Attend warpgroup WG's query rows of each work item the producer drew from the queue, reading the item
     indices from the item ring until the sentinel; running positions as in ``_persistent_consumer``."""
+    ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh = args
     q_bufs, q_ready, q_empty = q_ring
+    BLOCK_M: gl.constexpr = q_bufs.shape[1]  # this warpgroup's query rows
+    HEAD_DIM: gl.constexpr = q_bufs.shape[2]
+    STAGES: gl.constexpr = ring[0].shape[0]
+    BLOCK_N: gl.constexpr = ring[0].shape[1]
+    CONSUMERS: gl.constexpr = turns.shape[0]
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
     TILE_M: gl.constexpr = CONSUMERS * BLOCK_M  # query rows per work item
     kv = gl.to_tensor(0)  # key tiles consumed so far
@@ -548,6 +560,8 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
         mbarrier.init(v_empty.index(i), count=CONSUMERS)
     ring = (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty)
 
+    # The partition lists are written out per consumer count: Gluon takes them as literals (a function bound to
+    # a variable, or a list built by concatenation, does not compile). Consumers get runtime values only.
     if PERSISTENT:
         q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(Q_BUFS):
@@ -561,90 +575,61 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
                 mbarrier.init(slot_ready.index(i), count=1)
             fence_async_shared()
             item_ring = (slots, slot_ready)
+            consumer_args = (ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh)
             if CONSUMERS == 2:
                 gl.warp_specialize([
-                    (_dynamic_consumer, (
-                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N,
-                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_dynamic_consumer, (
-                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N,
-                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_dynamic_producer, (
-                        q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue, block_tables, stride_bt,
-                        GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                    (_dynamic_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
+                    (_dynamic_consumer, (consumer_args, 1, CAUSAL, PINGPONG, num_warps)),
+                    (_dynamic_producer, (q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue,
+                                         block_tables, stride_bt, GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N,
+                                         STAGES, CAUSAL)),
                 ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
             else:
                 gl.warp_specialize([
-                    (_dynamic_consumer, (
-                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N,
-                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_dynamic_consumer, (
-                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N,
-                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_dynamic_consumer, (
-                        ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh, 2, WG_M, BLOCK_N,
-                        HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_dynamic_producer, (
-                        q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue, block_tables, stride_bt,
-                        GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                    (_dynamic_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
+                    (_dynamic_consumer, (consumer_args, 1, CAUSAL, PINGPONG, num_warps)),
+                    (_dynamic_consumer, (consumer_args, 2, CAUSAL, PINGPONG, num_warps)),
+                    (_dynamic_producer, (q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, work_queue,
+                                         block_tables, stride_bt, GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N,
+                                         STAGES, CAUSAL)),
                 ], [num_warps, num_warps, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         else:
             fence_async_shared()
+            consumer_args = (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh)
             if CONSUMERS == 2:
                 gl.warp_specialize([
-                    (_persistent_consumer, (
-                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM,
-                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_persistent_consumer, (
-                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM,
-                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_persistent_producer, (
-                        q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt, GROUP, BLOCK_SIZE,
-                        HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                    (_persistent_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
+                    (_persistent_consumer, (consumer_args, 1, CAUSAL, PINGPONG, num_warps)),
+                    (_persistent_producer, (q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt,
+                                            GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
                 ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
             else:
                 gl.warp_specialize([
-                    (_persistent_consumer, (
-                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM,
-                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_persistent_consumer, (
-                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM,
-                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_persistent_consumer, (
-                        ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh, 2, WG_M, BLOCK_N, HEAD_DIM,
-                        STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                    (_persistent_producer, (
-                        q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt, GROUP, BLOCK_SIZE,
-                        HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
+                    (_persistent_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
+                    (_persistent_consumer, (consumer_args, 1, CAUSAL, PINGPONG, num_warps)),
+                    (_persistent_consumer, (consumer_args, 2, CAUSAL, PINGPONG, num_warps)),
+                    (_persistent_producer, (q_desc, k_desc, v_desc, ring, q_ring, sched, block_tables, stride_bt,
+                                            GROUP, BLOCK_SIZE, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, CAUSAL)),
                 ], [num_warps, num_warps, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     else:
         fence_async_shared()
         table = block_tables + seq.to(gl.int64) * stride_bt
-        rows = (q_start, n_new, tile * BLOCK_M)
+        consumer_args = (q_desc, ring, turns, q_bufs, q_bars, out, (q_start, n_new, tile * BLOCK_M), head, prefix, ctx,
+                         n_tiles, qk_scale, stride_ot, stride_oh)
         if CONSUMERS == 2:
             gl.warp_specialize([
-                (_attention_consumer, (
-                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
-                    stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                (_attention_consumer, (
-                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
-                    stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                (_kv_producer, (
-                    k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE, BLOCK_N, STAGES)),
+                (_attention_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
+                (_attention_consumer, (consumer_args, 1, CAUSAL, PINGPONG, num_warps)),
+                (_kv_producer, (k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE,
+                               BLOCK_N, STAGES)),
             ], [num_warps, 1], [CONSUMER_REGS, PRODUCER_REGS])
         else:
             gl.warp_specialize([
-                (_attention_consumer, (
-                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
-                    stride_oh, 0, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                (_attention_consumer, (
-                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
-                    stride_oh, 1, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                (_attention_consumer, (
-                    q_desc, ring, turns, q_bufs, q_bars, out, rows, head, prefix, ctx, n_tiles, qk_scale, stride_ot,
-                    stride_oh, 2, WG_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)),
-                (_kv_producer, (
-                    k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE, BLOCK_N, STAGES)),
+                (_attention_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
+                (_attention_consumer, (consumer_args, 1, CAUSAL, PINGPONG, num_warps)),
+                (_attention_consumer, (consumer_args, 2, CAUSAL, PINGPONG, num_warps)),
+                (_kv_producer, (k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, 0, BLOCK_SIZE,
+                               BLOCK_N, STAGES)),
             ], [num_warps, num_warps, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
