@@ -364,6 +364,13 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
         start = j * BLOCK_N
         p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n,
                                            _needs_mask(start, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+        if HEAD_DIM == 128:
+            # A second wait on the V tile (it has landed: returns at once) keeps the softmax ahead of the wgmma
+            # wait. Without it ptxas (12.8, and 12.9 alike) schedules that wait, which nothing in the softmax
+            # depends on, right after the row max, and the exponentials run only once P V has finished. With it
+            # they overlap: +1.5-2% at head dim 128 from 2k tokens, but 1-10% slower at head dim 64 (H200,
+            # docs/benchmarks.md), where the other warpgroups' products already hide the softmax.
+            mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
         acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
         mbarrier.arrive(v_empty.index(prev))
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
