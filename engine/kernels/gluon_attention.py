@@ -34,9 +34,11 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   only, and runs tile j's online softmax (exp2 domain, scale folded into one FMA) before waiting for P V; P stays
   in registers as the wgmma A operand. With ``pingpong`` (default) the warpgroups take turns issuing their
   wgmmas (one mbarrier each, round robin), FA3's schedule: one warpgroup's softmax runs while the others'
-  matrix products keep the tensor cores busy. (ptxas 12.8, bundled with Triton 3.6, hoists the P V wait above
-  the softmax in SASS, so the overlap inside one warpgroup is lost and the turn-taking is what hides the
-  softmax.) Only tiles crossing the context end or the causal diagonal pay for the mask; tiles wholly in a
+  matrix products keep the tensor cores busy. ptxas (12.8, bundled with Triton 3.6; 12.9 alike) schedules the
+  P V wait right after the softmax's row max, so the exponentials wait for P V and the overlap inside one
+  warpgroup is lost; at head dim 128 a second, already-complete wait on the V tile after the softmax keeps them
+  ahead of it (+1.5-2% from 4k tokens), at head dim 64 the turn-taking alone hides the softmax (the same
+  fence there cost 1-10%). Only tiles crossing the context end or the causal diagonal pay for the mask; tiles wholly in a
   tile's future are never loaded, and a warpgroup skips the computation of tiles wholly in its own rows'
   future (causal) or of any tile when its rows lie past the new tokens.
 - The output tile goes out with masked register stores (a TMA store could spill into the next sequence's rows).
