@@ -34,13 +34,11 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   only, and runs tile j's online softmax (exp2 domain, scale folded into one FMA) before waiting for P V; P stays
   in registers as the wgmma A operand. With ``pingpong`` (default) the warpgroups take turns issuing their
   wgmmas (one mbarrier each, round robin), FA3's schedule: one warpgroup's softmax runs while the others'
-  matrix products keep the tensor cores busy. ptxas (12.8, bundled with Triton 3.6; 12.9 alike) schedules the
-  P V wait right after the softmax's row max, so the exponentials wait for P V and the overlap inside one
-  warpgroup is lost; at head dim 128 a second, already-complete wait on the V tile after the softmax keeps them
-  ahead of it (+1.5-2% from 4k tokens), at head dim 64 the turn-taking alone hides the softmax (the same
-  fence there cost 1-10%). Only tiles crossing the context end or the causal diagonal pay for the mask; tiles wholly in a
-  tile's future are never loaded, and a warpgroup skips the computation of tiles wholly in its own rows'
-  future (causal) or of any tile when its rows lie past the new tokens.
+  matrix products keep the tensor cores busy. Inside one warpgroup the softmax overlaps its own P V only at
+  head dim 128 (see the fence in ``_consume_item``); at head dim 64 the turn-taking alone hides it. Only tiles
+  crossing the context end or the causal diagonal pay for the mask; tiles wholly in a tile's future are never
+  loaded, and a warpgroup skips the computation of tiles wholly in its own rows' future (causal) or of any tile
+  when its rows lie past the new tokens.
 - The output tile goes out with masked register stores (a TMA store could spill into the next sequence's rows).
 
 Imported only by callers that want it (never by ``engine.kernels`` at import time); ``supported`` says when it
@@ -367,11 +365,12 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
         p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n,
                                            _needs_mask(start, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
         if HEAD_DIM == 128:
-            # A second wait on the V tile (it has landed: returns at once) keeps the softmax ahead of the wgmma
-            # wait. Without it ptxas (12.8, and 12.9 alike) schedules that wait, which nothing in the softmax
-            # depends on, right after the row max, and the exponentials run only once P V has finished. With it
-            # they overlap: +1.5-2% at head dim 128 from 2k tokens, but 1-10% slower at head dim 64 (H200,
-            # docs/benchmarks.md), where the other warpgroups' products already hide the softmax.
+            # A fence: a second wait on the V tile (it has landed, so it returns at once) keeps the softmax
+            # ahead of the wgmma wait. Without it ptxas (12.8, bundled with Triton 3.6; 12.9 alike) schedules
+            # that wait, which nothing in the softmax depends on, right after the row max, and the exponentials
+            # run only once P V has finished. With it they overlap P V: +1.5-2% at head dim 128 from 4k tokens
+            # on the H200, but 1-10% slower at head dim 64, where the other warpgroups' products already hide
+            # the softmax (docs/benchmarks.md, seventh session).
             mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
         acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
         mbarrier.arrive(v_empty.index(prev))
