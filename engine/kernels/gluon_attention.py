@@ -430,16 +430,29 @@ def _attention_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: 
 
 
 @gluon.jit
+def _attend_queued_item(ring, turns, q_ring, out, rows, head, prefix, ctx, n_tiles, kv, it, qk_scale, stride_ot,
+                        stride_oh, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
+                        num_warps: gl.constexpr):
+    """A persistent program's it-th work item (after kv key tiles): attend warpgroup WG's rows from the item's
+    half of the Q double buffer, then release that buffer (every wgmma reading it has retired), so that the
+    producer may load item it + 2's Q into it."""
+    q_bufs, q_ready, q_empty = q_ring
+    q = 2 * WG + it % 2
+    _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out, rows, head, prefix, ctx,
+                  n_tiles, kv, kv + it, qk_scale, stride_ot, stride_oh,
+                  WG, q_bufs.shape[1], ring[0].shape[1], q_bufs.shape[2], ring[0].shape[0], CAUSAL, PINGPONG,
+                  turns.shape[0], num_warps)
+    mbarrier.arrive(q_empty.index(q))
+
+
+@gluon.jit
 def _persistent_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
                          num_warps: gl.constexpr):
     """Walk this program's work items in the producer's order (skipping the same ones) and attend warpgroup WG's
     query rows of each, keeping the running ring and Q-buffer positions that the phases derive from (its wgmma
     turns so far are kv + it: n_tiles + 1 per item)."""
     ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh = args
-    q_bufs, q_ready, q_empty = q_ring
-    BLOCK_M: gl.constexpr = q_bufs.shape[1]  # this warpgroup's query rows
-    HEAD_DIM: gl.constexpr = q_bufs.shape[2]
-    STAGES: gl.constexpr = ring[0].shape[0]
+    BLOCK_M: gl.constexpr = q_ring[0].shape[1]  # this warpgroup's query rows
     BLOCK_N: gl.constexpr = ring[0].shape[1]
     CONSUMERS: gl.constexpr = turns.shape[0]
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
@@ -451,13 +464,9 @@ def _persistent_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG:
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             TILE_M, BLOCK_N, CAUSAL)
         if tile * TILE_M < n_new:
-            q = 2 * WG + it % 2
-            _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out,
-                          (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, kv + it,
-                          qk_scale, stride_ot, stride_oh,
-                          WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)
-            # Every wgmma reading this Q buffer has retired: the producer may load item it + 2's Q into it.
-            mbarrier.arrive(q_empty.index(q))
+            _attend_queued_item(ring, turns, q_ring, out, (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head,
+                                prefix, ctx, n_tiles, kv, it, qk_scale, stride_ot, stride_oh,
+                                WG, CAUSAL, PINGPONG, num_warps)
             kv += n_tiles
             it += 1
 
@@ -476,10 +485,7 @@ def _dynamic_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl
     """Attend warpgroup WG's query rows of each work item the producer drew from the queue, reading the item
     indices from the item ring until the sentinel; running positions as in ``_persistent_consumer``."""
     ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh = args
-    q_bufs, q_ready, q_empty = q_ring
-    BLOCK_M: gl.constexpr = q_bufs.shape[1]  # this warpgroup's query rows
-    HEAD_DIM: gl.constexpr = q_bufs.shape[2]
-    STAGES: gl.constexpr = ring[0].shape[0]
+    BLOCK_M: gl.constexpr = q_ring[0].shape[1]  # this warpgroup's query rows
     BLOCK_N: gl.constexpr = ring[0].shape[1]
     CONSUMERS: gl.constexpr = turns.shape[0]
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
@@ -491,14 +497,11 @@ def _dynamic_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl
         tile, seq, head = _item_coords(w, num_m_tiles, num_seqs, CAUSAL)
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             TILE_M, BLOCK_N, CAUSAL)
-        q = 2 * WG + it % 2
-        _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out,
-                      (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head, prefix, ctx, n_tiles, kv, kv + it,
-                      qk_scale, stride_ot, stride_oh,
-                      WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)
-        # Releases the Q buffer and the item slot: all four warps have read the slot by now (Triton syncs the
-        # warpgroup before an arrive, and the output store's layout conversion already did).
-        mbarrier.arrive(q_empty.index(q))
+        # Its Q-buffer release also frees the item slot: all four warps have read the slot by then (Triton syncs
+        # the warpgroup before an arrive, and the output store's layout conversion already did).
+        _attend_queued_item(ring, turns, q_ring, out, (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head,
+                            prefix, ctx, n_tiles, kv, it, qk_scale, stride_ot, stride_oh,
+                            WG, CAUSAL, PINGPONG, num_warps)
         kv += n_tiles
         it += 1
         w = _claimed_item(item_ring, it, num_warps)
