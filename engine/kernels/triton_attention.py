@@ -340,6 +340,20 @@ def _num_splits(num_seqs: int, num_kv_heads: int, max_len: int, block_n: int, sp
     return int(max(1, min(splits, triton.cdiv(max_len, block_n), 64)))
 
 
+def _decode_block_n(head_dim: int, groups: int, device: torch.device) -> int:
+    """Keys per tile of the decode split kernel, from an H200 sweep (docs/benchmarks.md, eighth session).
+
+    On Hopper: 128 (fewer, larger loads in flight per program hide more of the memory latency), except at head
+    dims above 64 once the (sequence, KV head) groups fill the SMs, where 64 reads faster. Other GPUs keep the
+    earlier 64 / 32: three stages of 128-key K and V tiles need Hopper's shared memory."""
+    props = torch.cuda.get_device_properties(device)
+    if props.major < 9:
+        return 64 if head_dim <= 64 else 32
+    if head_dim <= 64 or groups < props.multi_processor_count:
+        return 128
+    return 64
+
+
 def decode_attention(
     query: torch.Tensor,
     k_cache: torch.Tensor,
@@ -349,6 +363,7 @@ def decode_attention(
     scale: float,
     max_context_len: int | None = None,
     split_tokens: int | None = None,
+    tiles: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """One new token per sequence attending over its whole paged context (split-KV, then merged).
 
@@ -356,6 +371,8 @@ def decode_attention(
     ``split_tokens`` caps the keys per split: when a batch mixes short and long contexts, one split per
     sequence leaves the kernel waiting on the program that walks the longest one while most SMs idle; capped
     splits even the programs out, at the price of a larger merge (worse for batches of equal lengths).
+    ``tiles`` = (BLOCK_N, num_warps, num_stages) of the split kernel overrides the default choice (for tuning:
+    ``benchmarks/decode_tiles_gpu.py``).
     """
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
@@ -365,7 +382,15 @@ def decode_attention(
         return out
     if max_context_len is None:
         max_context_len = int(context_lens.max())
-    block_n = 16 if INTERPRET else (64 if head_dim <= 64 else 32)
+    if tiles is not None:
+        block_n, warps, stages = tiles
+        if block_n < 16 or block_n & (block_n - 1) or warps < 1 or stages < 1:
+            raise ValueError(f"tiles must be (BLOCK_N, num_warps, num_stages) with BLOCK_N a power of two >= 16 "
+                             f"and both counts >= 1, not {tiles!r}")
+    elif INTERPRET:
+        block_n, warps, stages = 16, 1, 1
+    else:
+        block_n, warps, stages = _decode_block_n(head_dim, num_seqs * num_kv_heads, query.device), 4, 3
     splits = _num_splits(num_seqs, num_kv_heads, max_context_len, block_n, split_tokens)
     tokens_per_split = triton.cdiv(triton.cdiv(max_context_len, splits), block_n) * block_n
     splits = triton.cdiv(max_context_len, tokens_per_split)
@@ -380,7 +405,7 @@ def decode_attention(
         tokens_per_split, splits,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), NUM_KV_HEADS=num_kv_heads,
         BLOCK_SIZE=block_size, HEAD_DIM=head_dim, HEAD_PAD=head_pad, BLOCK_N=block_n,
-        num_warps=1 if INTERPRET else 4, num_stages=1 if INTERPRET else 3,
+        num_warps=warps, num_stages=stages,
     )
     _decode_merge_kernel[(num_seqs, num_heads)](
         partial_out, partial_lse, out, out.stride(0), out.stride(1), splits,

@@ -110,6 +110,30 @@ def test_decode_with_capped_splits_matches_reference(split_tokens, dtype):
     assert rel_err(out.cpu(), ref) < tolerance(dtype)
 
 
+DECODE_TILES = [(32, 4, 2), (64, 4, 3), (128, 4, 3), (128, 8, 4)] if ON_GPU else [(16, 1, 1), (32, 1, 1)]
+
+
+@pytest.mark.parametrize("tiles", DECODE_TILES)
+@pytest.mark.parametrize("dim", [64, 128])
+def test_decode_with_explicit_tiles_matches_reference(tiles, dim):
+    """Every tile choice the tuning benchmark sweeps computes the same attention, including tiles longer than a
+    split or than the shortest contexts."""
+    dtype = torch.float16
+    lens = [1, 130, 77, 513]
+    q, kc, vc, _, ctx, tables = paged_case(lens, [1] * len(lens), 8, 2, dim, 16, dtype, seed=3)
+    scale = dim**-0.5
+    out = tk.decode_attention(q, kc, vc, ctx, tables, scale, max_context_len=520, tiles=tiles)
+    ref = cpu_ref(reference.decode_attention, q, kc, vc, ctx, tables, scale=scale)
+    assert rel_err(out.cpu(), ref) < tolerance(dtype)
+
+
+@pytest.mark.parametrize("tiles", [(24, 4, 3), (8, 4, 3), (64, 0, 3), (64, 4, 0)])
+def test_decode_rejects_bad_tiles(tiles):
+    q, kc, vc, _, ctx, tables = paged_case([5], [1], 4, 2, 32, 8, torch.float16)
+    with pytest.raises(ValueError, match="tiles must be"):
+        tk.decode_attention(q, kc, vc, ctx, tables, 32**-0.5, tiles=tiles)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_store_kv_writes_exactly_the_mapped_slots(dtype):
     gen = torch.Generator().manual_seed(2)
