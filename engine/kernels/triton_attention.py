@@ -20,6 +20,7 @@ The same kernels run on the CPU under ``TRITON_INTERPRET=1`` (tests use fp32 / f
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -326,30 +327,34 @@ def _decode_merge_kernel(
     tl.store(out + seq.to(tl.int64) * stride_os + head * stride_oh + offs_d, o.to(out.dtype.element_ty), mask=d_mask)
 
 
-def _num_splits(num_seqs: int, num_kv_heads: int, max_len: int, block_n: int, split_tokens: int | None) -> int:
-    """Enough splits that (sequences x KV heads x splits) fills the GPU about twice, each at least BLOCK_N keys,
-    and with ``split_tokens`` also enough that no split holds more keys than that (64 splits at most)."""
-    if INTERPRET:
-        splits = 4
-    else:
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        target = 2 * props.multi_processor_count
-        splits = triton.cdiv(target, max(1, num_seqs * num_kv_heads))
+@functools.cache
+def _shared_mem_and_sms(device_index: int) -> tuple[int, int]:
+    """(opt-in shared memory per block in bytes, SM count) of a device, queried once."""
+    props = triton.runtime.driver.active.utils.get_device_properties(device_index)
+    return props["max_shared_mem"], props["multiprocessor_count"]
+
+
+def _num_splits(num_seqs: int, num_kv_heads: int, max_len: int, block_n: int, split_tokens: int | None,
+                sms: int | None) -> int:
+    """Enough splits that (sequences x KV heads x splits) fills the ``sms`` SMs about twice (4 splits under the
+    interpreter, ``sms=None``), each at least BLOCK_N keys, and with ``split_tokens`` also enough that no split
+    holds more keys than that (64 splits at most)."""
+    splits = 4 if sms is None else triton.cdiv(2 * sms, max(1, num_seqs * num_kv_heads))
     if split_tokens:
         splits = max(splits, triton.cdiv(max_len, split_tokens))
     return int(max(1, min(splits, triton.cdiv(max_len, block_n), 64)))
 
 
-def _decode_block_n(head_dim: int, groups: int, device: torch.device) -> int:
+def _decode_block_n(head_dim: int, groups: int, shared_mem: int, sms: int) -> int:
     """Keys per tile of the decode split kernel, from an H200 sweep (docs/benchmarks.md, eighth session).
 
-    On Hopper: 128 (fewer, larger loads in flight per program hide more of the memory latency), except at head
-    dims above 64 once the (sequence, KV head) groups fill the SMs, where 64 reads faster. Other GPUs keep the
-    earlier 64 / 32: three stages of 128-key K and V tiles need Hopper's shared memory."""
-    props = torch.cuda.get_device_properties(device)
-    if props.major < 9:
+    With Hopper's shared memory (>= 200 KiB per block): 128 (fewer, larger loads in flight per program hide more
+    of the memory latency), except at head dims above 64 once the (sequence, KV head) groups fill the SMs, where
+    64 reads faster. Smaller shared memories keep the earlier 64 / 32: the pipelined 128-key K and V tiles would
+    not fit."""
+    if shared_mem < 200 * 1024:
         return 64 if head_dim <= 64 else 32
-    if head_dim <= 64 or groups < props.multi_processor_count:
+    if head_dim <= 64 or groups < sms:
         return 128
     return 64
 
@@ -382,6 +387,7 @@ def decode_attention(
         return out
     if max_context_len is None:
         max_context_len = int(context_lens.max())
+    shared_mem, sms = (None, None) if INTERPRET else _shared_mem_and_sms(query.device.index)
     if tiles is not None:
         block_n, warps, stages = tiles
         if block_n < 16 or block_n & (block_n - 1) or warps < 1 or stages < 1:
@@ -390,8 +396,8 @@ def decode_attention(
     elif INTERPRET:
         block_n, warps, stages = 16, 1, 1
     else:
-        block_n, warps, stages = _decode_block_n(head_dim, num_seqs * num_kv_heads, query.device), 4, 3
-    splits = _num_splits(num_seqs, num_kv_heads, max_context_len, block_n, split_tokens)
+        block_n, warps, stages = _decode_block_n(head_dim, num_seqs * num_kv_heads, shared_mem, sms), 4, 3
+    splits = _num_splits(num_seqs, num_kv_heads, max_context_len, block_n, split_tokens, sms)
     tokens_per_split = triton.cdiv(triton.cdiv(max_context_len, splits), block_n) * block_n
     splits = triton.cdiv(max_context_len, tokens_per_split)
     partial_out = torch.empty((num_seqs * num_heads * splits, head_dim), dtype=torch.float32, device=query.device)
