@@ -36,6 +36,15 @@ def bench(fn) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def write_json(path: Path, result: dict) -> None:
+    """Write ``result`` as JSON atomically (a temporary file beside ``path``, then renamed over it), so that a run
+    cut short leaves the last complete file."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(result, indent=1))
+    partial.replace(path)
+
+
 def copy_bandwidth() -> float:
     x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
@@ -207,7 +216,7 @@ def main() -> None:
             result["decode"].append(decode_point(b, c))
             torch.cuda.empty_cache()
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     print(f"device {result['device']}, copy bandwidth {result['copy_tb_s']:.2f} TB/s")
     gl_head = " gluon default | default / cuDNN | gluon rel err | best variant |" if args.gluon else ""
     print(f"\nprefill TFLOP/s (bf16)\n| dim | causal | seq | ours | sdpa flash | sdpa cuDNN | ours / cuDNN | rel err |"

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,14 +24,6 @@ import attention_gpu  # noqa: E402
 
 POINTS = ((1, 1024), (1, 4096), (1, 16384), (4, 4096), (8, 4096), (64, 4096), (256, 4096))
 TILES = list(itertools.product((32, 64, 128), (4, 8), (3, 4)))
-
-
-def write_json(path: str, result: dict) -> None:
-    """Write atomically, so a killed run leaves the last complete file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -62,7 +51,7 @@ def main() -> None:
                                  "tiles_tb_s": {str(t): v for t, v in swept.items()}})
         torch.cuda.empty_cache()
         if args.json:
-            write_json(args.json, result)
+            attention_gpu.write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import subprocess
 import sys
@@ -97,9 +96,7 @@ def main() -> None:
                       + " | " + " | ".join(f"{med[n] / cudnn:.2f}" for n in contenders)
                       + f" | {max(row['rel_err'].values()):.1e} |", flush=True)
                 if args.json:  # after every point, so that a run cut short keeps what it measured
-                    partial = args.json.with_suffix(".part")
-                    partial.write_text(json.dumps({"baseline": args.baseline, "rows": rows}, indent=1))
-                    partial.replace(args.json)
+                    attention_gpu.write_json(args.json, {"baseline": args.baseline, "rows": rows})
 
 
 if __name__ == "__main__":

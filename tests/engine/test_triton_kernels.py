@@ -127,6 +127,19 @@ def test_decode_with_explicit_tiles_matches_reference(tiles, dim):
     assert rel_err(out.cpu(), ref) < tolerance(dtype)
 
 
+def test_decode_tile_rule_keeps_long_tiles_off_small_shared_memories():
+    """128-key tiles only where their pipelined K/V buffers fit (an A100's 164 KiB or a consumer GPU's 99 KiB
+    would fail to launch them); with Hopper's 227 KiB they are taken until the groups fill the SMs."""
+    for shared_mem in (99 * 1024, 164 * 1024):
+        for dim in (64, 128):
+            for groups in (8, 4096):
+                assert tk._decode_block_n(dim, groups, shared_mem, 132) < 128
+    hopper = 227 * 1024
+    assert tk._decode_block_n(128, 8, hopper, 132) == 128
+    assert tk._decode_block_n(128, 4096, hopper, 132) == 64
+    assert tk._decode_block_n(64, 4096, hopper, 132) == 128
+
+
 @pytest.mark.parametrize("tiles", [(24, 4, 3), (8, 4, 3), (64, 0, 3), (64, 4, 0)])
 def test_decode_rejects_bad_tiles(tiles):
     q, kc, vc, _, ctx, tables = paged_case([5], [1], 4, 2, 32, 8, torch.float16)
