@@ -39,7 +39,13 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   crossing the context end or the causal diagonal pay for the mask; tiles wholly in a tile's future are never
   loaded, and a warpgroup skips the computation of tiles wholly in its own rows' future (causal) or of any tile
   when its rows lie past the new tokens.
-- The output tile goes out with masked register stores (a TMA store could spill into the next sequence's rows).
+- A warpgroup's output rows go out by one TMA store from its Q buffer, which no wgmma reads any more, so the
+  warpgroup starts its next item at once; the buffer returns to the producer only once the store has read it,
+  checked after the next item's first tile (the producer needs it two items later). Rows that end past the
+  sequence's new tokens take masked register stores instead: a TMA store would spill into the next sequence.
+- The dynamic producer hands the consumers each item's whole extent (first row, new tokens, prefix, key tiles)
+  in the item slot, so they load nothing from global memory between items (measured: those dependent loads
+  cost about 1,000 cycles per item boundary).
 
 Imported only by callers that want it (never by ``engine.kernels`` at import time); ``supported`` says when it
 applies.
@@ -69,6 +75,7 @@ WG_M = 64  # query rows per consumer warpgroup
 BLOCK_N = 128
 CONSUMER_WARPS = 4  # one warpgroup per consumer partition
 LONG_RUN = 4096  # new tokens per sequence from which head dim 64 runs best as a long run (see _plan)
+ITEM_FIELDS = gl.constexpr(8)  # int32 fields of a dynamic work item's record in its item slot
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
@@ -212,7 +219,7 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
     cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
     CONSUMERS: gl.constexpr = BLOCK_M // WG_M
-    slot_layout: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+    record_layout: gl.constexpr = gl.BlockedLayout([ITEM_FIELDS], [32], [1], [0])
     kv = gl.to_tensor(0)  # key tiles loaded so far
     it = gl.to_tensor(0)  # work items published so far
     w = gl.atomic_add(work_queue, 1, sem="relaxed")
@@ -221,7 +228,9 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
         q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
                                                             BLOCK_M, BLOCK_N, CAUSAL)
         if tile * BLOCK_M < n_new:
-            _publish_item(q_empty, slots, slot_ready, it, w, slot_layout, CONSUMERS)
+            _publish_item(q_empty, slots, slot_ready, it,
+                          _item_record(w, tile, head, q_start, n_new, prefix, ctx, n_tiles, record_layout),
+                          CONSUMERS)
             for wg in gl.static_range(CONSUMERS):
                 q = 2 * wg + it % 2
                 mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
@@ -233,7 +242,8 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
             kv += n_tiles
             it += 1
         w = gl.atomic_add(work_queue, 1, sem="relaxed")
-    _publish_item(q_empty, slots, slot_ready, it, -1, slot_layout, CONSUMERS)
+    _publish_item(q_empty, slots, slot_ready, it, _item_record(-1, 0, 0, 0, 0, 0, 0, 0, record_layout),
+                  CONSUMERS)
     # Tickets num_items .. num_items + programs - 1 each end one program's loop, so the last of them is the
     # launch's last increment: every other program has drawn its final ticket, nothing touches the queue after.
     if w == num_items + gl.num_programs(0) - 1:
@@ -241,13 +251,31 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
 
 
 @gluon.jit
-def _publish_item(q_empty, slots, slot_ready, it, w, slot_layout: gl.constexpr, CONSUMERS: gl.constexpr):
-    """Write item position it's index w (or the sentinel -1) into item slot it % 2 and signal it, once every
-    consumer warpgroup has finished item it - 2 (their q_empty releases): they read that item's index from the
-    same slot before attending it, so the slot is free, and so are the Q buffers item it loads into."""
+def _item_record(w, tile, head, q_start, n_new, prefix, ctx, n_tiles, layout: gl.constexpr):
+    """The fields of a work item that the consumers need, packed for its item slot (``_record_field`` reads
+    field i back): the producer has loaded the extent already, the consumers then need no global loads of
+    their own between items."""
+    f = gl.arange(0, ITEM_FIELDS, layout=layout)
+    record = gl.where(f == 0, w, gl.where(f == 1, tile, gl.where(f == 2, head, gl.where(f == 3, q_start, 0))))
+    return gl.where(f == 4, n_new, gl.where(f == 5, prefix, gl.where(f == 6, ctx, gl.where(f == 7, n_tiles,
+                                                                                              record))))
+
+
+@gluon.jit
+def _record_field(record, i: gl.constexpr):
+    """Field i of an item record (every thread holds the whole record, so this is a register select)."""
+    return gl.sum(gl.where(gl.arange(0, ITEM_FIELDS, layout=record.type.layout) == i, record, 0), 0)
+
+
+@gluon.jit
+def _publish_item(q_empty, slots, slot_ready, it, record, CONSUMERS: gl.constexpr):
+    """Write item position it's record (``_item_record``; index -1: the sentinel) into item slot it % 2 and
+    signal it, once every consumer warpgroup has finished item it - 2 (their q_empty releases): they read that
+    item's record from the same slot before attending it, so the slot is free, and so are the Q buffers item it
+    loads into."""
     for wg in gl.static_range(CONSUMERS):
         mbarrier.wait(q_empty.index(2 * wg + it % 2), ((it // 2) & 1) ^ 1)
-    slots.index(it % 2).store(gl.full([1], w, gl.int32, slot_layout))
+    slots.index(it % 2).store(record)
     # Every lane stores the index, lane 0 too, and lane 0 arrives after its store (Triton syncs the warp in
     # between): the arrive's release and the consumers' acquiring wait order the write before their reads.
     mbarrier.arrive(slot_ready.index(it % 2))
@@ -298,8 +326,8 @@ def _pass_turn(turns, WG: gl.constexpr, PINGPONG: gl.constexpr, CONSUMERS: gl.co
 
 
 @gluon.jit
-def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, ctx, n_tiles, kv0, turn0,
-                  qk_scale, stride_ot, stride_oh,
+def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix, ctx, n_tiles, kv0, turn0,
+                  qk_scale, stride_ot, stride_oh, prev_q_empty, has_prev,
                   WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr, CONSUMERS: gl.constexpr,
                   num_warps: gl.constexpr):
@@ -311,7 +339,10 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
     The item's last key tiles may be wholly in the future of this warpgroup's rows (causal: the item spans
     CONSUMERS * BLOCK_M rows, so its earlier rows see fewer keys), and rows past the sequence's new tokens need
     no attention at all (at least one tile is still attended, keeping the code simple): such tiles are only
-    released and their turns passed, not computed."""
+    released and their turns passed, not computed.
+    Full row blocks leave by a TMA store from q_smem that may still be reading it on return; with has_prev the
+    previous item's store (the warpgroup's only one outstanding) is awaited after this item's first tile and
+    its Q buffer released on prev_q_empty."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -321,6 +352,7 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
     dtype: gl.constexpr = q_smem.dtype
     k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = ring
     q_start, n_new, row0 = rows
+    out, o_desc = outs
 
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     first_q_pos = prefix + row0
@@ -344,6 +376,11 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
     _pass_turn(turns, WG, PINGPONG, CONSUMERS)
     s = warpgroup_mma_wait(0, deps=(s_tok,))
     mbarrier.arrive(k_empty.index(stage))
+    if has_prev:
+        # The previous item's output left from its Q buffer by a TMA store (see the end): once the store has
+        # read it, the buffer goes back to the producer.
+        tma.store_wait(0)
+        mbarrier.arrive(prev_q_empty)
     p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, 0, ctx, qk_scale, offs_n,
                                        _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
@@ -399,14 +436,23 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, out, rows, head, prefix, 
         _pass_turn(turns, WG, PINGPONG, CONSUMERS)
 
     acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
-    # Coalesced stores: 16 bytes per thread along the head dim.
-    cols: gl.constexpr = HEAD_DIM // 8
-    store_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // cols, cols], [num_warps, 1], [1, 0])
-    o = gl.convert_layout(acc.to(dtype), store_layout)
-    out_rows = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout))
-    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, store_layout))
-    ptrs = out + (q_start + out_rows)[:, None].to(gl.int64) * stride_ot + head * stride_oh + offs_d[None, :]
-    gl.store(ptrs, o, mask=(out_rows < n_new)[:, None])
+    if row0 + BLOCK_M <= n_new:
+        # Every row is the sequence's: the rows go out through the Q buffer (no wgmma reads it any more) by one
+        # TMA store, so the warpgroup moves on at once; the buffer's release waits for the store to have read
+        # it (the next item's first tile, or the end of the program).
+        q_smem.store(acc.to(dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [q_start + row0, head * HEAD_DIM], q_smem)
+    else:
+        # A TMA store would spill into the next sequence's rows: masked, coalesced stores (16 bytes per thread
+        # along the head dim).
+        cols: gl.constexpr = HEAD_DIM // 8
+        store_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // cols, cols], [num_warps, 1], [1, 0])
+        o = gl.convert_layout(acc.to(dtype), store_layout)
+        out_rows = row0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, store_layout))
+        offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, store_layout))
+        ptrs = out + (q_start + out_rows)[:, None].to(gl.int64) * stride_ot + head * stride_oh + offs_d[None, :]
+        gl.store(ptrs, o, mask=(out_rows < n_new)[:, None])
 
 
 @gluon.jit
@@ -425,8 +471,9 @@ def _attention_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: 
     mbarrier.expect(q_bars.index(WG), q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [q_start + row0, head * HEAD_DIM], q_bars.index(WG), q_bufs.index(WG))
     _consume_item(q_bufs.index(WG), q_bars.index(WG), 0, ring, turns, out, (q_start, n_new, row0), head, prefix,
-                  ctx, n_tiles, 0, 0, qk_scale, stride_ot, stride_oh,
+                  ctx, n_tiles, 0, 0, qk_scale, stride_ot, stride_oh, q_bars.index(WG), False,
                   WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)
+    tma.store_wait(0)
 
 
 @gluon.jit
@@ -434,15 +481,15 @@ def _attend_queued_item(ring, turns, q_ring, out, rows, head, prefix, ctx, n_til
                         stride_oh, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
                         num_warps: gl.constexpr):
     """A persistent program's it-th work item (after kv key tiles): attend warpgroup WG's rows from the item's
-    half of the Q double buffer, then release that buffer (every wgmma reading it has retired), so that the
-    producer may load item it + 2's Q into it."""
+    half of the Q double buffer, releasing the other half (item it - 1's, once its output store has read it)
+    after the first key tile, so that the producer may load item it + 1's Q there. The item's own half is
+    released during item it + 1, or never for the program's last item (nothing waits for it)."""
     q_bufs, q_ready, q_empty = q_ring
     q = 2 * WG + it % 2
     _consume_item(q_bufs.index(q), q_ready.index(q), (it // 2) & 1, ring, turns, out, rows, head, prefix, ctx,
-                  n_tiles, kv, kv + it, qk_scale, stride_ot, stride_oh,
+                  n_tiles, kv, kv + it, qk_scale, stride_ot, stride_oh, q_empty.index(q ^ 1), it > 0,
                   WG, q_bufs.shape[1], ring[0].shape[1], q_bufs.shape[2], ring[0].shape[0], CAUSAL, PINGPONG,
                   turns.shape[0], num_warps)
-    mbarrier.arrive(q_empty.index(q))
 
 
 @gluon.jit
@@ -469,46 +516,50 @@ def _persistent_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG:
                                 WG, CAUSAL, PINGPONG, num_warps)
             kv += n_tiles
             it += 1
+    tma.store_wait(0)
 
 
 @gluon.jit
 def _claimed_item(item_ring, it, num_warps: gl.constexpr):
-    """The index of the program's it-th work item (-1: none left), once the producer has published it."""
+    """The record of the program's it-th work item (index -1: none left), once the producer has published it."""
     slots, slot_ready = item_ring
     mbarrier.wait(slot_ready.index(it % 2), (it // 2) & 1)
-    return gl.max(slots.index(it % 2).load(gl.BlockedLayout([1], [32], [num_warps], [0])), 0)
+    return slots.index(it % 2).load(gl.BlockedLayout([ITEM_FIELDS], [32], [num_warps], [0]))
 
 
 @gluon.jit
 def _dynamic_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl.constexpr,
                       num_warps: gl.constexpr):
     """Attend warpgroup WG's query rows of each work item the producer drew from the queue, reading the item
-    indices from the item ring until the sentinel; running positions as in ``_persistent_consumer``."""
+    records from the item ring until the sentinel; running positions as in ``_persistent_consumer``."""
     ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh = args
     BLOCK_M: gl.constexpr = q_ring[0].shape[1]  # this warpgroup's query rows
-    BLOCK_N: gl.constexpr = ring[0].shape[1]
     CONSUMERS: gl.constexpr = turns.shape[0]
-    cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items = sched
     TILE_M: gl.constexpr = CONSUMERS * BLOCK_M  # query rows per work item
     kv = gl.to_tensor(0)  # key tiles consumed so far
     it = gl.to_tensor(0)  # work items attended so far
-    w = _claimed_item(item_ring, it, num_warps)
-    while w >= 0:
-        tile, seq, head = _item_coords(w, num_m_tiles, num_seqs, CAUSAL)
-        q_start, n_new, prefix, ctx, n_tiles = _item_extent(tile, seq, cu_seqlens_q, context_lens,
-                                                            TILE_M, BLOCK_N, CAUSAL)
-        # Its Q-buffer release also frees the item slot: all four warps have read the slot by then (Triton syncs
-        # the warpgroup before an arrive, and the output store's layout conversion already did).
+    record = _claimed_item(item_ring, it, num_warps)
+    while _record_field(record, 0) >= 0:
+        tile = _record_field(record, 1)
+        head = _record_field(record, 2)
+        q_start = _record_field(record, 3)
+        n_new = _record_field(record, 4)
+        prefix = _record_field(record, 5)
+        ctx = _record_field(record, 6)
+        n_tiles = _record_field(record, 7)
+        # Its Q-buffer release (during the next item) also frees the item slot: all four warps have read the slot
+        # by then (Triton syncs the warpgroup before an arrive).
         _attend_queued_item(ring, turns, q_ring, out, (q_start, n_new, tile * TILE_M + WG * BLOCK_M), head,
                             prefix, ctx, n_tiles, kv, it, qk_scale, stride_ot, stride_oh,
                             WG, CAUSAL, PINGPONG, num_warps)
         kv += n_tiles
         it += 1
-        w = _claimed_item(item_ring, it, num_warps)
+        record = _claimed_item(item_ring, it, num_warps)
+    tma.store_wait(0)
 
 
 @gluon.jit
-def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, block_tables, work_queue, qk_scale,
+def _prefill_kernel(q_desc, k_desc, v_desc, o_desc, out, cu_seqlens_q, context_lens, block_tables, work_queue, qk_scale,
                     stride_ot, stride_oh, stride_bt, num_m_tiles, num_seqs, num_items,
                     GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
@@ -523,14 +574,15 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
     #   producer waits parity ((c // STAGES) & 1) ^ 1 before loading tile c, i.e. for tile c - STAGES's release).
     # - work item i (persistent): warpgroup WG's Q buffer 2 * WG + i % 2; its ready barrier (q_bars, called
     #   q_ready in the partitions) completes phase i // 2 when the rows land (WG waits parity (i // 2) & 1),
-    #   q_empty (count 1) phase i // 2 when WG finished item i (the producer waits parity ((i // 2) & 1) ^ 1
-    #   before loading item i, i.e. for item i - 2's release).
+    #   q_empty (count 1) phase i // 2 when WG is done with item i's buffer: after item i + 1's first key tile,
+    #   once item i's output store has read it (the producer waits parity ((i // 2) & 1) ^ 1 before loading
+    #   item i, i.e. for item i - 2's release).
     # - wgmma turn k (an item of n key tiles takes n + 1 turns, in the same order in every warpgroup; see
     #   ``_take_turn``): warpgroup WG's arrive after issuing turn k completes phase k of turns[WG + 1], or of
     #   turns[0] for the last warpgroup; warpgroup 0 waits turns[0] parity (k & 1) ^ 1, the others turns[WG]
     #   parity k & 1.
     # - item position i (DYNAMIC: the program's i-th real item in the order its producer drew them; position n,
-    #   n = real items drawn, holds the sentinel -1): item slot i % 2 holds the item index, written by the
+    #   n = real items drawn, holds the sentinel -1): item slot i % 2 holds the item's record, written by the
     #   producer once every warpgroup released item i - 2 (it waits their q_empty barriers of position i, as
     #   above, before the write instead of before each Q load), then slot_ready[i % 2] (count 1) completes phase
     #   i // 2 by the producer's arrive (consumers wait parity (i // 2) & 1 before reading the slot). A consumer
@@ -580,13 +632,13 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
         q_ring = (q_bufs, q_bars, q_empty)
         sched = (cu_seqlens_q, context_lens, num_m_tiles, num_seqs, num_items)
         if DYNAMIC:
-            slots = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+            slots = gl.allocate_shared_memory(gl.int32, [2, ITEM_FIELDS], gl.SwizzledSharedLayout(1, 1, 1, [0]))
             slot_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
             for i in gl.static_range(2):
                 mbarrier.init(slot_ready.index(i), count=1)
             fence_async_shared()
             item_ring = (slots, slot_ready)
-            consumer_args = (ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh)
+            consumer_args = (ring, turns, q_ring, item_ring, (out, o_desc), sched, qk_scale, stride_ot, stride_oh)
             if CONSUMERS == 2:
                 gl.warp_specialize([
                     (_dynamic_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
@@ -606,7 +658,7 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
                 ], [num_warps, num_warps, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         else:
             fence_async_shared()
-            consumer_args = (ring, turns, q_ring, out, sched, qk_scale, stride_ot, stride_oh)
+            consumer_args = (ring, turns, q_ring, (out, o_desc), sched, qk_scale, stride_ot, stride_oh)
             if CONSUMERS == 2:
                 gl.warp_specialize([
                     (_persistent_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
@@ -625,8 +677,8 @@ def _prefill_kernel(q_desc, k_desc, v_desc, out, cu_seqlens_q, context_lens, blo
     else:
         fence_async_shared()
         table = block_tables + seq.to(gl.int64) * stride_bt
-        consumer_args = (q_desc, ring, turns, q_bufs, q_bars, out, (q_start, n_new, tile * BLOCK_M), head, prefix, ctx,
-                         n_tiles, qk_scale, stride_ot, stride_oh)
+        consumer_args = (q_desc, ring, turns, q_bufs, q_bars, (out, o_desc), (q_start, n_new, tile * BLOCK_M), head,
+                         prefix, ctx, n_tiles, qk_scale, stride_ot, stride_oh)
         if CONSUMERS == 2:
             gl.warp_specialize([
                 (_attention_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
@@ -720,7 +772,7 @@ def prefill_attention(
         raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
     num_tokens, num_heads, head_dim = query.shape
     num_blocks, block_size, num_kv_heads, _ = k_cache.shape
-    out = torch.empty_like(query)
+    out = torch.empty(query.shape, dtype=query.dtype, device=query.device)  # dense: the TMA store's rows
     if num_tokens == 0:
         return out
     query = query.contiguous()
@@ -746,6 +798,7 @@ def prefill_attention(
         _descriptor(query, num_tokens, WG_M, head_dim),
         _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
         _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
+        _descriptor(out, num_tokens, WG_M, head_dim),
         out, cu_seqlens_q, context_lens, block_tables, _work_queue(device), scale * LOG2E,
         out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles, num_seqs, num_items,
         GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
