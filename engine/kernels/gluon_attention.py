@@ -74,7 +74,7 @@ LOG2E = 1.4426950408889634
 WG_M = 64  # query rows per consumer warpgroup
 BLOCK_N = 128
 CONSUMER_WARPS = 4  # one warpgroup per consumer partition
-LONG_RUN = 4096  # new tokens per sequence from which head dim 64 runs best as a long run (see _plan)
+LONG_RUN = 4096  # new tokens per sequence from which head dim 64 runs best with three warpgroups (_plan)
 ITEM_FIELDS = gl.constexpr(8)  # int32 fields of a dynamic work item's record in its item slot
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
@@ -286,10 +286,13 @@ def _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUS
     """One tile's online-softmax step on raw scores s: returns unnormalised fp32 probabilities, the new running
     max (log2 domain, scaled), the new running sum and the factor rescaling the previous accumulator."""
     if masked:
+        # One compare per score against the row's first invisible column (the softmax is bound by instruction
+        # issue at head dim 64, and masked tiles are a fifth of the work of causal runs at 1k).
         kv_pos = start + offs_n
-        visible = kv_pos[None, :] < ctx
         if CAUSAL:
-            visible = visible & (kv_pos[None, :] <= q_pos[:, None])
+            visible = kv_pos[None, :] < gl.minimum(q_pos + 1, ctx)[:, None]
+        else:
+            visible = kv_pos[None, :] < ctx
         s = gl.where(visible, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     alpha = gl.exp2(m_i - m_new)
@@ -733,13 +736,13 @@ SCHEDULES = ("auto", "dynamic", "static", "per_item")
 
 
 def _plan(head_dim: int, causal: bool, max_new_tokens: int, uniform: bool) -> tuple[int, str]:
-    """(consumer warpgroups, schedule) of ``schedule="auto"``, from medians of five H200 runs of
-    benchmarks/attention_gpu.py (docs/benchmarks.md). The dynamic queue is best or within 2% of it almost
-    everywhere with two warpgroups, and on mixed batches. At head dim 64 three warpgroups win from 2k new tokens
-    on when every sequence brings the same number (``uniform``): non-causal with the static grid (2k-4k) or the
-    dynamic queue, causal beyond ``LONG_RUN`` with one program per item (+4-7% over the queue there)."""
-    if head_dim == 64 and max_new_tokens > LONG_RUN:
-        return 3, "per_item" if causal and uniform else "dynamic"
+    """(consumer warpgroups, schedule) of ``schedule="auto"``, from H200 medians of every combination at each
+    benchmarks/attention_gpu.py shape (docs/benchmarks.md, ninth session). The dynamic queue with two warpgroups
+    is best or within 2% of it almost everywhere, and on mixed batches. At head dim 64 three warpgroups win from
+    ``LONG_RUN`` new tokens on (dynamic queue), and from 2k for non-causal runs that all bring the same number of
+    tokens (``uniform``; static grid)."""
+    if head_dim == 64 and max_new_tokens >= LONG_RUN:
+        return 3, "dynamic"
     if head_dim == 64 and uniform and not causal and max_new_tokens > 1024:
         return 3, "static"
     return 2, "dynamic"

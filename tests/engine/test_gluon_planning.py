@@ -52,13 +52,13 @@ def test_persistent_grid_shares_no_factor_with_the_tiles_per_head(num_sms, num_m
 
 
 def test_auto_plan_follows_the_measured_choices():
-    """Two warpgroups with the dynamic queue by default; head dim 64: three warpgroups from 2k equal non-causal
-    runs (static grid up to 4k) and beyond 4k (causal equal runs: one program per item)."""
-    long = ga.LONG_RUN + 1
+    """Two warpgroups with the dynamic queue by default; head dim 64: three warpgroups with the queue from
+    LONG_RUN new tokens, and with the static grid for equal non-causal runs from 2k up to LONG_RUN."""
+    long = ga.LONG_RUN
     assert ga._plan(128, True, 16384, uniform=True) == (2, "dynamic")
     assert ga._plan(128, False, 1024, uniform=False) == (2, "dynamic")
-    assert ga._plan(64, True, ga.LONG_RUN, uniform=True) == (2, "dynamic")
-    assert ga._plan(64, True, long, uniform=True) == (3, "per_item")
+    assert ga._plan(64, True, long - 1, uniform=True) == (2, "dynamic")
+    assert ga._plan(64, True, long, uniform=True) == (3, "dynamic")
     assert ga._plan(64, True, long, uniform=False) == (3, "dynamic")
     assert ga._plan(64, False, long, uniform=True) == (3, "dynamic")
     assert ga._plan(64, False, 2048, uniform=True) == (3, "static")
