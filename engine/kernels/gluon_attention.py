@@ -535,7 +535,7 @@ def _dynamic_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: gl
                       num_warps: gl.constexpr):
     """Attend warpgroup WG's query rows of each work item the producer drew from the queue, reading the item
     records from the item ring until the sentinel; running positions as in ``_persistent_consumer``."""
-    ring, turns, q_ring, item_ring, out, sched, qk_scale, stride_ot, stride_oh = args
+    ring, turns, q_ring, item_ring, out, qk_scale, stride_ot, stride_oh = args
     BLOCK_M: gl.constexpr = q_ring[0].shape[1]  # this warpgroup's query rows
     CONSUMERS: gl.constexpr = turns.shape[0]
     TILE_M: gl.constexpr = CONSUMERS * BLOCK_M  # query rows per work item
@@ -641,7 +641,7 @@ def _prefill_kernel(q_desc, k_desc, v_desc, o_desc, out, cu_seqlens_q, context_l
                 mbarrier.init(slot_ready.index(i), count=1)
             fence_async_shared()
             item_ring = (slots, slot_ready)
-            consumer_args = (ring, turns, q_ring, item_ring, (out, o_desc), sched, qk_scale, stride_ot, stride_oh)
+            consumer_args = (ring, turns, q_ring, item_ring, (out, o_desc), qk_scale, stride_ot, stride_oh)
             if CONSUMERS == 2:
                 gl.warp_specialize([
                     (_dynamic_consumer, (consumer_args, 0, CAUSAL, PINGPONG, num_warps)),
