@@ -276,7 +276,7 @@ def _publish_item(q_empty, slots, slot_ready, it, record, CONSUMERS: gl.constexp
     for wg in gl.static_range(CONSUMERS):
         mbarrier.wait(q_empty.index(2 * wg + it % 2), ((it // 2) & 1) ^ 1)
     slots.index(it % 2).store(record)
-    # Every lane stores the index, lane 0 too, and lane 0 arrives after its store (Triton syncs the warp in
+    # Every lane stores the record, lane 0 too, and lane 0 arrives after its store (Triton syncs the warp in
     # between): the arrive's release and the consumers' acquiring wait order the write before their reads.
     mbarrier.arrive(slot_ready.index(it % 2))
 
