@@ -5,13 +5,15 @@ bf16, 16 query heads (GQA off, so SDPA compares like for like); ours reads K/V f
 (block size 256, identity block tables). FLOPs counted as 4 * b * h * s^2 * d (halved when causal).
 Decode: achieved bandwidth (K/V bytes read / time) at batch 1-256 and context 1k-32k, 32 query heads over
 8 KV heads, head dim 128, bf16, against the device's measured copy bandwidth (bytes read + written / time).
-Times are medians of triton.testing.do_bench. Prints a table and writes JSON with --json; --gluon adds the
-Gluon (FA3-style, Hopper only) prefill kernel of engine/kernels/gluon_attention.py: its default ("auto", which
-picks consumer warpgroups and schedule by shape) as a column, every variant (2 or, at head dim 64, 3 consumer
-warpgroups x static persistent grid, dynamic work queue, one program per work item) in a second table, and a
-mixed-length batch timing them all. --prefill-only skips the decode points.
+Times are medians of triton.testing.do_bench; at each prefill point the contenders (SDPA flash and cuDNN, ours,
+the Gluon default) take turns ``--repeats`` times (default 3) and the median is reported. Prints a table and
+writes JSON with --json; --gluon adds the Gluon (FA3-style, Hopper only) prefill kernel of
+engine/kernels/gluon_attention.py: its default ("auto", which picks consumer warpgroups and schedule by shape) as
+a column, every variant (2 or, at head dim 64, 3 consumer warpgroups x static persistent grid, dynamic work
+queue, one program per work item; timed once each) in a second table, and a mixed-length batch timing them all.
+--prefill-only skips the decode points.
 
-    python benchmarks/attention_gpu.py [--json OUT] [--quick] [--gluon] [--prefill-only]
+    python benchmarks/attention_gpu.py [--json OUT] [--quick] [--gluon] [--prefill-only] [--repeats N]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -53,9 +56,12 @@ def copy_bandwidth() -> float:
 
 
 def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: int = 256, tiles=None,
-                  peers: bool = True, impl: str = "triton", **options) -> dict:
-    """TFLOP/s of one prefill shape for our kernel (``impl`` "triton" or "gluon"; ``options`` go to it) and, with
-    ``peers``, SDPA's flash and cuDNN backends."""
+                  peers: bool = True, impl: str = "triton", with_gluon: bool = False, repeats: int = 1,
+                  **options) -> dict:
+    """TFLOP/s of one prefill shape for our kernel (``impl`` "triton" or "gluon"; ``options`` go to it), with
+    ``peers`` SDPA's flash and cuDNN backends, with ``with_gluon`` also the Gluon kernel's default (as "gluon").
+    Each is timed ``repeats`` times, the contenders taking turns so that clock and thermal drift hit all alike,
+    and reported as the median."""
     batch, heads = max(1, tokens // seq), 16 if dim == 128 else 32
     q = torch.randn(batch, heads, seq, dim, device="cuda", dtype=DTYPE)
     k = torch.randn_like(q)
@@ -63,15 +69,6 @@ def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: 
     scale = dim**-0.5
     flops = 4 * batch * heads * seq * seq * dim / (2 if causal else 1)
     out = {"seq": seq, "dim": dim, "causal": causal, "batch": batch, "block": block, "tiles": tiles}
-    backends = (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION))
-    for name, backend in backends if peers else ():
-        try:
-            with sdpa_kernel(backend):
-                ms = bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
-            out[name] = flops / (ms * 1e-3) / 1e12
-        except RuntimeError as err:
-            out[name] = None
-            out[name + "_error"] = str(err)[:120]
     blocks_per = seq // block
     k_cache = k.permute(0, 2, 1, 3).reshape(batch * blocks_per, block, heads, dim).contiguous()
     v_cache = v.permute(0, 2, 1, 3).reshape(batch * blocks_per, block, heads, dim).contiguous()
@@ -79,23 +76,52 @@ def prefill_point(seq: int, dim: int, causal: bool, tokens: int = 32768, block: 
     query = q.permute(0, 2, 1, 3).reshape(batch * seq, heads, dim).contiguous()
     cu = torch.arange(batch + 1, device="cuda", dtype=torch.int32) * seq
     ctx = torch.full((batch,), seq, device="cuda", dtype=torch.int32)
-    if impl == "gluon":
+    paged = (query, k_cache, v_cache, cu, ctx, tables, scale)
+
+    def gluon_run(**gluon_options):
         from engine.kernels import gluon_attention
 
-        def run():
-            return gluon_attention.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal,
-                                                     max_new_tokens=seq, **options)
+        return functools.partial(gluon_attention.prefill_attention, *paged, causal=causal, max_new_tokens=seq,
+                                 **gluon_options)
+
+    if impl == "gluon":
+        ours = {"ours": gluon_run(**options)}
     else:
-        def run():
-            return tk.prefill_attention(query, k_cache, v_cache, cu, ctx, tables, scale, causal=causal,
-                                        max_new_tokens=seq, tiles=tiles, **options)
-    ours = run()
+        ours = {"ours": functools.partial(tk.prefill_attention, *paged, causal=causal, max_new_tokens=seq,
+                                          tiles=tiles, **options)}
+    if with_gluon:
+        ours["gluon"] = gluon_run()
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    ref = ref.permute(0, 2, 1, 3).reshape(batch * seq, heads, dim)
-    out["rel_err"] = float((ours.float() - ref.float()).norm() / ref.float().norm())
-    ms = bench(run)
-    out["ours"] = flops / (ms * 1e-3) / 1e12
+    ref = ref.permute(0, 2, 1, 3).reshape(batch * seq, heads, dim).float()
+    for name, run in ours.items():
+        err_key = "rel_err" if name == "ours" else f"{name}_rel_err"
+        out[err_key] = float((run().float() - ref).norm() / ref.norm())
+
+    def sdpa_timer(backend):
+        def time_it() -> float:
+            with sdpa_kernel(backend):
+                return bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        return time_it
+
+    timers = {name: functools.partial(bench, run) for name, run in ours.items()}
+    if peers:
+        timers = {"sdpa_flash": sdpa_timer(SDPBackend.FLASH_ATTENTION),
+                  "sdpa_cudnn": sdpa_timer(SDPBackend.CUDNN_ATTENTION), **timers}
+    times = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, time_it in timers.items():
+            if name in out:  # a backend that failed (reported once)
+                continue
+            try:
+                times[name].append(time_it())
+            except RuntimeError as err:
+                out[name] = None
+                out[name + "_error"] = str(err)[:120]
+    for name, ms in times.items():
+        if ms:
+            out[name] = flops / (statistics.median(ms) * 1e-3) / 1e12
+    out["repeats"] = repeats
     return out
 
 
@@ -173,6 +199,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="time prefill tile configurations at 16k and stop")
     parser.add_argument("--gluon", action="store_true", help="add the Gluon prefill kernel and its variants")
     parser.add_argument("--prefill-only", action="store_true", help="skip the decode points")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timings per prefill contender and point, interleaved (medians are reported)")
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
     result = {"device": props.name, "torch": torch.__version__, "triton": triton.__version__}
@@ -195,11 +223,10 @@ def main() -> None:
         print(f"block size 16 (gathered rows), dim 128 causal 16k: {r['ours']:.0f} TFLOP/s", flush=True)
         return
     seqs = [1024, 4096, 16384] if args.quick else [1024, 2048, 4096, 8192, 16384]
-    result["prefill"] = [prefill_point(s, d, c) for d in (64, 128) for c in (False, True) for s in seqs]
+    result["prefill"] = [prefill_point(s, d, c, with_gluon=args.gluon, repeats=args.repeats)
+                         for d in (64, 128) for c in (False, True) for s in seqs]
     if args.gluon:
         for p in result["prefill"]:
-            g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon")
-            p["gluon"], p["gluon_rel_err"] = g["ours"], g["rel_err"]
             p["gluon_variants"] = {}
             for consumers, schedule in gluon_variants(p["dim"]):
                 g = prefill_point(p["seq"], p["dim"], p["causal"], peers=False, impl="gluon", schedule=schedule,

@@ -76,6 +76,8 @@ BLOCK_N = 128
 CONSUMER_WARPS = 4  # one warpgroup per consumer partition
 LONG_RUN = 4096  # new tokens per sequence from which head dim 64 runs best with three warpgroups (_plan)
 ITEM_FIELDS = gl.constexpr(8)  # int32 fields of a dynamic work item's record in its item slot
+ROW_MAX_FOLDS = gl.constexpr(int(math.log2(BLOCK_N // 8)))  # see _row_max
+SUM_COLUMNS = gl.constexpr(8)  # the narrowest wgmma: width of the block of ones that sums P's rows
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
@@ -130,7 +132,7 @@ def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles, kv0,
                  BLOCK_SIZE: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
     """Load K and V tile j (cache rows of context positions j*BLOCK_N ..) into the ring; kv0 is the number of
     tiles this program loaded before (the ring's running position: tile j is the program's tile kv0 + j)."""
-    k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = ring
+    k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, _ = ring
     for j in range(n_tiles):
         c = kv0 + j
         stage = c % STAGES
@@ -282,9 +284,21 @@ def _publish_item(q_empty, slots, slot_ready, it, record, CONSUMERS: gl.constexp
 
 
 @gluon.jit
-def _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUSAL: gl.constexpr):
+def _row_max(s):
+    """Each row's max of a wgmma accumulator tile. A tree: gl.max alone chains the 32 columns a
+    thread holds one after another (about 150 cycles before the first exponential can start), so the columns
+    are first halved ROW_MAX_FOLDS times, each half's columns lying in the same threads, down to eight that
+    gl.max finishes in one step and two shuffles (+1-8% at head dim 64, 1-2% at 128, on the H200)."""
+    for _ in gl.static_range(ROW_MAX_FOLDS):
+        left, right = s.reshape([s.shape[0], 2, s.shape[1] // 2]).permute(0, 2, 1).split()
+        s = gl.maximum(left, right)
+    return gl.max(s, 1)
+
+
+@gluon.jit
+def _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUSAL: gl.constexpr):
     """One tile's online-softmax step on raw scores s: returns unnormalised fp32 probabilities, the new running
-    max (log2 domain, scaled), the new running sum and the factor rescaling the previous accumulator."""
+    max (log2 domain, scaled) and the factor rescaling the previous accumulator and row sums."""
     if masked:
         # One compare per score against the row's first invisible column (the softmax is bound by instruction
         # issue at head dim 64, and masked tiles are a fifth of the work of causal runs at 1k).
@@ -294,11 +308,18 @@ def _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUS
         else:
             visible = kv_pos[None, :] < ctx
         s = gl.where(visible, s, float("-inf"))
-    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    m_new = gl.maximum(m_i, gl.convert_layout(_row_max(s), m_i.type.layout, assert_trivial=True) * qk_scale)
     alpha = gl.exp2(m_i - m_new)
     p = gl.exp2(s * qk_scale - m_new[:, None])
-    l_i = l_i * alpha + gl.sum(p, 1)
-    return p, m_new, l_i, alpha
+    return p, m_new, alpha
+
+
+@gluon.jit
+def _issue_row_sums(p_op, ones, sums):
+    """Issue sums += P ones as an asynchronous wgmma: P (the A operand of P V, in registers) times a block of ones
+    adds P's row sums to every column of sums."""
+    p_sums = gl.convert_layout(p_op, gl.DotOperandLayout(0, sums.type.layout, 2), assert_trivial=True)
+    return warpgroup_mma(p_sums, ones, sums, is_async=True)
 
 
 @gluon.jit
@@ -352,8 +373,16 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    # At head dim 64 the softmax's instructions, not the tensor cores, bound the loop: P's row sums come from a
+    # narrow wgmma, P times a block of ones (every column of its accumulator ends up holding the sums), instead
+    # of 64 additions per thread and tile (+3-7% on the H200). At head dim 128, where the tensor cores bound
+    # it, that product costs 2-5%.
+    SUMS_BY_MMA: gl.constexpr = HEAD_DIM == 64
+    PENDING: gl.constexpr = 2 if SUMS_BY_MMA else 1  # wgmma groups issued after S_j: P V (and the sums)
+    l_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, SUM_COLUMNS, 16])
     dtype: gl.constexpr = q_smem.dtype
-    k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = ring
+    k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, ones = ring
     q_start, n_new, row0 = rows
     out, o_desc = outs
 
@@ -366,7 +395,11 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
     mine = gl.where(row0 < n_new, mine, 1)  # key tiles this warpgroup attends
     q_pos = first_q_pos + gl.arange(0, BLOCK_M, layout=row_layout)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_layout)
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
+    if SUMS_BY_MMA:
+        l_i = gl.zeros([BLOCK_M, SUM_COLUMNS], gl.float32, layout=l_layout)
+        ones_b = ones.permute((1, 0))
+    else:
+        l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
     s_init = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
     mbarrier.wait(q_bar, q_phase)
@@ -384,8 +417,10 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
         # read it, the buffer goes back to the producer.
         tma.store_wait(0)
         mbarrier.arrive(prev_q_empty)
-    p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, 0, ctx, qk_scale, offs_n,
-                                       _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+    p, m_i, alpha = _softmax_tile(s, m_i, q_pos, 0, ctx, qk_scale, offs_n,
+                                  _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+    if not SUMS_BY_MMA:
+        l_i = gl.sum(p, 1)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
 
     for j in range(1, mine):
@@ -397,13 +432,17 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
         s_tok = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
         mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
         o_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+        if SUMS_BY_MMA:
+            l_tok = _issue_row_sums(p_op, ones_b, l_i)
         _pass_turn(turns, WG, PINGPONG, CONSUMERS)
-        # wgmma groups retire in order: one left outstanding means S_j is done and P_{j-1} V_{j-1} may still run.
-        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        # wgmma groups retire in order: PENDING left outstanding means S_j is done and P_{j-1} V_{j-1} may run on.
+        s = warpgroup_mma_wait(PENDING, deps=(s_tok,))
         mbarrier.arrive(k_empty.index(stage))
         start = j * BLOCK_N
-        p, m_i, l_i, alpha = _softmax_tile(s, m_i, l_i, q_pos, start, ctx, qk_scale, offs_n,
-                                           _needs_mask(start, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+        p, m_i, alpha = _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n,
+                                      _needs_mask(start, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+        if not SUMS_BY_MMA:
+            l_i = l_i * alpha + gl.sum(p, 1)
         if HEAD_DIM == 128:
             # A fence: a second wait on the V tile (it has landed, so it returns at once) keeps the softmax
             # ahead of the wgmma wait. Without it ptxas (12.8, bundled with Triton 3.6; 12.9 alike) schedules
@@ -412,7 +451,11 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
             # on the H200, but 1-10% slower at head dim 64, where the other warpgroups' products already hide
             # the softmax (docs/benchmarks.md, seventh session).
             mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
-        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+        if SUMS_BY_MMA:
+            acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
+            l_i = l_i * gl.convert_layout(alpha, gl.SliceLayout(1, l_layout), assert_trivial=True)[:, None]
+        else:
+            acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
         mbarrier.arrive(v_empty.index(prev))
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
         p_op = gl.convert_layout(p.to(dtype), p_layout)
@@ -422,8 +465,14 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
     mbarrier.wait(v_ready.index(last), (c // STAGES) & 1)
     _take_turn(turns, turn0 + mine, WG, PINGPONG)
     o_tok = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
-    _pass_turn(turns, WG, PINGPONG, CONSUMERS)
-    acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+    if SUMS_BY_MMA:
+        l_tok = _issue_row_sums(p_op, ones_b, l_i)
+        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
+        acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
+        l_i = gl.max(l_i, 1)  # its columns are alike
+    else:
+        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
+        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
     mbarrier.arrive(v_empty.index(last))
 
     # Tiles past this warpgroup's rows: release each once it has landed (an earlier release could count
@@ -624,7 +673,13 @@ def _prefill_kernel(q_desc, k_desc, v_desc, o_desc, out, cu_seqlens_q, context_l
         mbarrier.init(k_empty.index(i), count=CONSUMERS)  # one arrival per consumer warpgroup
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=CONSUMERS)
-    ring = (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty)
+    # P times this block of ones sums P's rows at head dim 64 (see _consume_item; unread at head dim 128, where
+    # the compiler drops it).
+    ones = gl.allocate_shared_memory(k_desc.dtype, [SUM_COLUMNS, BLOCK_N],
+                                     gl.NVMMASharedLayout.get_default_for([SUM_COLUMNS, BLOCK_N], k_desc.dtype),
+                                     gl.full([SUM_COLUMNS, BLOCK_N], 1.0, k_desc.dtype,
+                                             gl.BlockedLayout([1, 4], [1, 32], [1, num_warps], [1, 0])))
+    ring = (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, ones)
 
     # The partition lists are written out per consumer count: Gluon takes them as literals (a function bound to
     # a variable, or a list built by concatenation, does not compile). Consumers get runtime values only.
@@ -737,13 +792,13 @@ SCHEDULES = ("auto", "dynamic", "static", "per_item")
 
 def _plan(head_dim: int, causal: bool, max_new_tokens: int, uniform: bool) -> tuple[int, str]:
     """(consumer warpgroups, schedule) of ``schedule="auto"``, from H200 medians of every combination at each
-    benchmarks/attention_gpu.py shape (docs/benchmarks.md, ninth session). The dynamic queue with two warpgroups
+    benchmarks/attention_gpu.py shape (docs/benchmarks.md, tenth session). The dynamic queue with two warpgroups
     is best or within 2% of it almost everywhere, and on mixed batches. At head dim 64 three warpgroups win from
-    ``LONG_RUN`` new tokens on (dynamic queue), and from 2k for non-causal runs that all bring the same number of
+    ``LONG_RUN`` new tokens on (dynamic queue), and from 1k for non-causal runs that all bring the same number of
     tokens (``uniform``; static grid)."""
     if head_dim == 64 and max_new_tokens >= LONG_RUN:
         return 3, "dynamic"
-    if head_dim == 64 and uniform and not causal and max_new_tokens > 1024:
+    if head_dim == 64 and uniform and not causal and max_new_tokens >= 1024:
         return 3, "static"
     return 2, "dynamic"
 

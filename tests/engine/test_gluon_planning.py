@@ -53,7 +53,7 @@ def test_persistent_grid_shares_no_factor_with_the_tiles_per_head(num_sms, num_m
 
 def test_auto_plan_follows_the_measured_choices():
     """Two warpgroups with the dynamic queue by default; head dim 64: three warpgroups with the queue from
-    LONG_RUN new tokens, and with the static grid for equal non-causal runs from 2k up to LONG_RUN."""
+    LONG_RUN new tokens, and with the static grid for equal non-causal runs from 1k up to LONG_RUN."""
     long = ga.LONG_RUN
     assert ga._plan(128, True, 16384, uniform=True) == (2, "dynamic")
     assert ga._plan(128, False, 1024, uniform=False) == (2, "dynamic")
@@ -63,7 +63,8 @@ def test_auto_plan_follows_the_measured_choices():
     assert ga._plan(64, False, long, uniform=True) == (3, "dynamic")
     assert ga._plan(64, False, 2048, uniform=True) == (3, "static")
     assert ga._plan(64, False, 2048, uniform=False) == (2, "dynamic")
-    assert ga._plan(64, False, 1024, uniform=True) == (2, "dynamic")
+    assert ga._plan(64, False, 1024, uniform=True) == (3, "static")
+    assert ga._plan(64, False, 1023, uniform=True) == (2, "dynamic")
 
 
 def test_every_plan_is_a_launchable_shape():
