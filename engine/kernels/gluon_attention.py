@@ -31,8 +31,10 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   has its Q rows in shared memory (one TMA load: by the producer when persistent, else by the consumer) and
   its own arrivals on the K/V empty barriers (count: the consumers).
   Per key tile j a consumer issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} as asynchronous wgmmas, waits for S_j
-  only, and runs tile j's online softmax (exp2 domain, scale folded into one FMA) before waiting for P V; P stays
-  in registers as the wgmma A operand. With ``pingpong`` (default) the warpgroups take turns issuing their
+  only, and runs tile j's online softmax (exp2 domain, scale folded into one FMA, row max as a tree) before
+  waiting for P V; P stays in registers as the wgmma A operand. At head dim 64 P's row sums come from the
+  tensor cores too (a narrow wgmma of P with a block of ones), which takes 64 additions per thread and tile out
+  of the softmax, the loop's bottleneck there. With ``pingpong`` (default) the warpgroups take turns issuing their
   wgmmas (one mbarrier each, round robin), FA3's schedule: one warpgroup's softmax runs while the others'
   matrix products keep the tensor cores busy. Inside one warpgroup the softmax overlaps its own P V only at
   head dim 128 (see the fence in ``_consume_item``); at head dim 64 the turn-taking alone hides it. Only tiles
@@ -285,10 +287,11 @@ def _publish_item(q_empty, slots, slot_ready, it, record, CONSUMERS: gl.constexp
 
 @gluon.jit
 def _row_max(s):
-    """Each row's max of a wgmma accumulator tile. A tree: gl.max alone chains the 32 columns a
-    thread holds one after another (about 150 cycles before the first exponential can start), so the columns
+    """Each row's max of a wgmma accumulator tile, as a tree: gl.max alone chains the 32 columns a thread holds
+    one after another (32 dependent max instructions before the first exponential can start), so the columns
     are first halved ROW_MAX_FOLDS times, each half's columns lying in the same threads, down to eight that
-    gl.max finishes in one step and two shuffles (+1-8% at head dim 64, 1-2% at 128, on the H200)."""
+    gl.max finishes in one step and two shuffles. Timed alone on the H200 it is within the runs' noise (-2% to
+    +2.5% at head dim 64, +0-1% at 128, 1k-2k tokens); the row sums by wgmma were timed on top of it."""
     for _ in gl.static_range(ROW_MAX_FOLDS):
         left, right = s.reshape([s.shape[0], 2, s.shape[1] // 2]).permute(0, 2, 1).split()
         s = gl.maximum(left, right)
@@ -375,8 +378,9 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
     # At head dim 64 the softmax's instructions, not the tensor cores, bound the loop: P's row sums come from a
     # narrow wgmma, P times a block of ones (every column of its accumulator ends up holding the sums), instead
-    # of 64 additions per thread and tile (+3-7% on the H200). At head dim 128, where the tensor cores bound
-    # it, that product costs 2-5%.
+    # of 64 additions per thread and tile: on the H200 at 1k-2k tokens, -2% to +3% with two warpgroups and +7%
+    # with three, which the plan then picks for more shapes (and 480 -> 495-517 TFLOP/s non-causal at 8k-16k).
+    # At head dim 128, where the tensor cores bound it, that product costs 3-5%.
     SUMS_BY_MMA: gl.constexpr = HEAD_DIM == 64
     PENDING: gl.constexpr = 2 if SUMS_BY_MMA else 1  # wgmma groups issued after S_j: P V (and the sums)
     l_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -488,7 +492,7 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
         _pass_turn(turns, WG, PINGPONG, CONSUMERS)
 
     # One reciprocal per row, then products: a division per element costs more instructions (+1-4% at head dim
-    # 128, 1k-2k tokens, on the H200).
+    # 128, 1k-2k tokens, on the H200; within 1% at head dim 64).
     acc = acc * gl.convert_layout(1.0 / l_i, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
     if row0 + BLOCK_M <= n_new:
         # Every row is the sequence's: the rows go out through the Q buffer (no wgmma reads it any more) by one
