@@ -1,13 +1,15 @@
 """A/B timing of the Gluon prefill kernel against other versions of it, on one Hopper GPU, in one process.
 
 Each contender is a copy of ``engine/kernels/gluon_attention.py``: the working tree's ("current"), the one at a
-git revision (``--baseline REV``, default HEAD~1) and any extra files (``--variant NAME=PATH``). Every point of
-``attention_gpu.py``'s prefill grid (head dims, causal and not, 1k-16k tokens, 32k tokens per batch, block size
-256, the default plan) is timed ``--repeats`` times per contender, the contenders interleaved so that clock and
-thermal drift hit all alike; the table gives medians, each contender's ratio to the baseline and to SDPA's cuDNN
-backend (timed once per point in the same run), and the relative error against SDPA's flash backend.
+git revision or in a file (``--baseline REV|PATH``, default HEAD~1) and any extra files (``--variant
+NAME=PATH``). Every point of ``attention_gpu.py``'s prefill grid (head dims, causal and not, 1k-16k tokens, 32k
+tokens per batch, block size 256, the default plan) is timed ``--repeats`` times per contender, the contenders
+interleaved so that clock and thermal drift hit all alike; the table gives medians, each contender's ratio to
+the baseline and to SDPA's cuDNN backend (timed once per point in the same run), and the relative error against
+SDPA's flash backend.
 
-    python benchmarks/gluon_ab.py [--baseline REV] [--variant NAME=PATH ...] [--dims 64 128] [--json OUT]
+    python benchmarks/gluon_ab.py [--baseline REV|PATH] [--variant NAME=PATH ...] [--dims 64 128]
+        [--seqs 1024 ...] [--masks both|causal|full] [--repeats 3] [--json OUT]
 """
 
 from __future__ import annotations
@@ -48,19 +50,24 @@ def use(module) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", default="HEAD~1", help="git revision of the baseline kernel")
+    parser.add_argument("--baseline", default="HEAD~1", help="git revision of the baseline kernel, or a file")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                         help="another copy of the kernel module to time")
     parser.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--seqs", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--masks", choices=("both", "causal", "full"), default="both",
+                        help="time causal points, full (non-causal) ones, or both")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    source = subprocess.run(["git", "show", f"{args.baseline}:{KERNEL}"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout
-    baseline_file = Path(tempfile.mkdtemp()) / "gluon_baseline.py"
-    baseline_file.write_text(source)
+    if Path(args.baseline).is_file():
+        baseline_file = Path(args.baseline)
+    else:
+        source = subprocess.run(["git", "show", f"{args.baseline}:{KERNEL}"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout
+        baseline_file = Path(tempfile.mkdtemp()) / "gluon_baseline.py"
+        baseline_file.write_text(source)
     contenders = {"baseline": load_module("gluon_baseline", baseline_file), "current": gluon_attention}
     for spec in args.variant:
         name, _, path = spec.partition("=")
@@ -74,7 +81,7 @@ def main() -> None:
           + f" | {' | '.join(f'{n} / cuDNN' for n in contenders)} | rel err |")
     print("|---" * (4 + 3 * len(contenders)) + "|")
     for dim in args.dims:
-        for causal in (False, True):
+        for causal in {"both": (False, True), "causal": (True,), "full": (False,)}[args.masks]:
             for seq in args.seqs:
                 use(gluon_attention)
                 peers = attention_gpu.prefill_point(seq, dim, causal, impl="gluon")

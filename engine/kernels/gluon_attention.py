@@ -40,7 +40,8 @@ Plain Triton does not give us FA3's producer/consumer split with asynchronous wg
   head dim 128 (see the fence in ``_consume_item``); at head dim 64 the turn-taking alone hides it. Only tiles
   crossing the context end or the causal diagonal pay for the mask; tiles wholly in a tile's future are never
   loaded, and a warpgroup skips the computation of tiles wholly in its own rows' future (causal) or of any tile
-  when its rows lie past the new tokens.
+  when its rows lie past the new tokens; at head dim 64 it attends only the first half of a last tile whose
+  second half is wholly in its rows' future.
 - A warpgroup's output rows go out by one TMA store from its Q buffer, which no wgmma reads any more, so the
   warpgroup starts its next item at once; the buffer returns to the producer only once the store has read it,
   checked after the next item's first tile (the producer needs it two items later). Rows that end past the
@@ -293,8 +294,9 @@ def _row_max(s):
     gl.max finishes in one step and two shuffles. Timed alone on the H200 it is within the runs' noise (-2% to
     +2.5% at head dim 64, +0-1% at 128, 1k-2k tokens); the row sums by wgmma were timed on top of it."""
     for _ in gl.static_range(ROW_MAX_FOLDS):
-        left, right = s.reshape([s.shape[0], 2, s.shape[1] // 2]).permute(0, 2, 1).split()
-        s = gl.maximum(left, right)
+        if s.shape[1] > 8:  # half-tiles need one fold less
+            left, right = s.reshape([s.shape[0], 2, s.shape[1] // 2]).permute(0, 2, 1).split()
+            s = gl.maximum(left, right)
     return gl.max(s, 1)
 
 
@@ -302,18 +304,20 @@ def _row_max(s):
 def _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUSAL: gl.constexpr):
     """One tile's online-softmax step on raw scores s: returns unnormalised fp32 probabilities, the new running
     max (log2 domain, scaled) and the factor rescaling the previous accumulator and row sums."""
+    s_rows: gl.constexpr = gl.SliceLayout(1, s.type.layout)  # for m_i, q_pos (laid out for whole key tiles)
     if masked:
         # One compare per score against the row's first invisible column (the softmax is bound by instruction
         # issue at head dim 64, and masked tiles are a fifth of the work of causal runs at 1k).
         kv_pos = start + offs_n
         if CAUSAL:
-            visible = kv_pos[None, :] < gl.minimum(q_pos + 1, ctx)[:, None]
+            bound = gl.convert_layout(gl.minimum(q_pos + 1, ctx), s_rows, assert_trivial=True)
+            visible = kv_pos[None, :] < bound[:, None]
         else:
             visible = kv_pos[None, :] < ctx
         s = gl.where(visible, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.convert_layout(_row_max(s), m_i.type.layout, assert_trivial=True) * qk_scale)
     alpha = gl.exp2(m_i - m_new)
-    p = gl.exp2(s * qk_scale - m_new[:, None])
+    p = gl.exp2(s * qk_scale - gl.convert_layout(m_new, s_rows, assert_trivial=True)[:, None])
     return p, m_new, alpha
 
 
@@ -353,6 +357,77 @@ def _pass_turn(turns, WG: gl.constexpr, PINGPONG: gl.constexpr, CONSUMERS: gl.co
 
 
 @gluon.jit
+def _attend_key_tile(q_smem, k_tile, v_prev, bars, c, turns, turn, p_op, acc, l_i, m_i, s_init, ones_b, q_pos, start,
+                     ctx, first_q_pos, qk_scale, WG: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                     PINGPONG: gl.constexpr, CONSUMERS: gl.constexpr):
+    """One step of ``_consume_item``'s loop, on the program's key tile c (ring stage c % STAGES, k_tile: its keys,
+    all of them or a first part, as wide as s_init): issue S = Q K^T and the previous tile's P V (v_prev) as
+    asynchronous wgmmas on the warpgroup's turn, run the online softmax on S while P V runs, then rescale.
+    Returns this tile's P as the next P V's A operand, and the updated accumulator, row sums and row max."""
+    k_ready, k_empty, v_ready, v_empty = bars
+    HEAD_DIM: gl.constexpr = acc.shape[1]
+    SUMS_BY_MMA: gl.constexpr = HEAD_DIM == 64  # see _consume_item
+    PENDING: gl.constexpr = 2 if SUMS_BY_MMA else 1  # wgmma groups issued after S: P V (and the sums)
+    stage = c % STAGES
+    prev = (c - 1) % STAGES
+    mbarrier.wait(k_ready.index(stage), (c // STAGES) & 1)
+    _take_turn(turns, turn, WG, PINGPONG)
+    s_tok = warpgroup_mma(q_smem, k_tile.permute((1, 0)), s_init, use_acc=False, is_async=True)
+    mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
+    o_tok = warpgroup_mma(p_op, v_prev, acc, is_async=True)
+    if SUMS_BY_MMA:
+        l_tok = _issue_row_sums(p_op, ones_b, l_i)
+    _pass_turn(turns, WG, PINGPONG, CONSUMERS)
+    # wgmma groups retire in order: PENDING left outstanding means S is done and the previous P V may run on.
+    s = warpgroup_mma_wait(PENDING, deps=(s_tok,))
+    mbarrier.arrive(k_empty.index(stage))
+    offs_n = gl.arange(0, s_init.shape[1], layout=gl.SliceLayout(0, s_init.type.layout))
+    p, m_i, alpha = _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n,
+                                  _needs_mask(start, ctx, first_q_pos, s_init.shape[1], CAUSAL), CAUSAL)
+    if not SUMS_BY_MMA:
+        l_i = l_i * alpha + gl.convert_layout(gl.sum(p, 1), l_i.type.layout, assert_trivial=True)
+    if HEAD_DIM == 128:
+        # A fence: a second wait on the V tile (it has landed, so it returns at once) keeps the softmax
+        # ahead of the wgmma wait. Without it ptxas (12.8, bundled with Triton 3.6; 12.9 alike) schedules
+        # that wait, which nothing in the softmax depends on, right after the row max, and the exponentials
+        # run only once P V has finished. With it they overlap P V: +1.5-2% at head dim 128 from 4k tokens
+        # on the H200, but 1-10% slower at head dim 64, where the other warpgroups' products already hide
+        # the softmax (docs/benchmarks.md, seventh session).
+        mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
+    if SUMS_BY_MMA:
+        acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
+        l_i = l_i * gl.convert_layout(alpha, gl.SliceLayout(1, l_i.type.layout), assert_trivial=True)[:, None]
+    else:
+        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+    mbarrier.arrive(v_empty.index(prev))
+    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, acc.type.layout), assert_trivial=True)[:, None]
+    p_op = gl.convert_layout(p.to(q_smem.dtype), gl.DotOperandLayout(0, acc.type.layout, 2))
+    return p_op, acc, l_i, m_i
+
+
+@gluon.jit
+def _last_p_v(p_op, v_tile, bars, c, turns, turn, acc, l_i, ones_b, WG: gl.constexpr, STAGES: gl.constexpr,
+              PINGPONG: gl.constexpr, CONSUMERS: gl.constexpr):
+    """The item's last P V, on key tile c (v_tile: its values, all of them or a first part, as many as P has
+    columns), on the warpgroup's turn; returns the accumulator and the row sums (as kept by _consume_item)."""
+    k_ready, k_empty, v_ready, v_empty = bars
+    SUMS_BY_MMA: gl.constexpr = acc.shape[1] == 64  # see _consume_item
+    last = c % STAGES
+    mbarrier.wait(v_ready.index(last), (c // STAGES) & 1)
+    _take_turn(turns, turn, WG, PINGPONG)
+    o_tok = warpgroup_mma(p_op, v_tile, acc, is_async=True)
+    if SUMS_BY_MMA:
+        l_tok = _issue_row_sums(p_op, ones_b, l_i)
+        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
+        acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
+    else:
+        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
+        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+    mbarrier.arrive(v_empty.index(last))
+    return acc, l_i
+
+
+@gluon.jit
 def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix, ctx, n_tiles, kv0, turn0,
                   qk_scale, stride_ot, stride_oh, prev_q_empty, has_prev,
                   WG: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
@@ -382,7 +457,6 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
     # with three, which the plan then picks for more shapes (and 480 -> 495-517 TFLOP/s non-causal at 8k-16k).
     # At head dim 128, where the tensor cores bound it, that product costs 3-5%.
     SUMS_BY_MMA: gl.constexpr = HEAD_DIM == 64
-    PENDING: gl.constexpr = 2 if SUMS_BY_MMA else 1  # wgmma groups issued after S_j: P V (and the sums)
     l_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, SUM_COLUMNS, 16])
     dtype: gl.constexpr = q_smem.dtype
@@ -399,9 +473,9 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
     mine = gl.where(row0 < n_new, mine, 1)  # key tiles this warpgroup attends
     q_pos = first_q_pos + gl.arange(0, BLOCK_M, layout=row_layout)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_layout)
+    ones_b = ones.permute((1, 0))
     if SUMS_BY_MMA:
         l_i = gl.zeros([BLOCK_M, SUM_COLUMNS], gl.float32, layout=l_layout)
-        ones_b = ones.permute((1, 0))
     else:
         l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
@@ -427,57 +501,46 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
         l_i = gl.sum(p, 1)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
 
-    for j in range(1, mine):
+    # Causal: when every row of this warpgroup is at or before the last key tile's middle, that tile's second
+    # half is in all their futures, and the warpgroup attends only its first half (without a prefix: the first
+    # warpgroup's diagonal tile of every item), saving a masked tile's most expensive half. At head dim 64:
+    # +2-3% at 2k tokens on the H200, +0-0.3% at 1k; at head dim 128 it cost 2-5%.
+    HALVES: gl.constexpr = CAUSAL and HEAD_DIM == 64
+    if HALVES:
+        half = (mine > 1) & (first_q_pos + BLOCK_M <= (mine - 1) * BLOCK_N + BLOCK_N // 2)
+        n_full = gl.where(half, mine - 1, mine)
+    else:
+        n_full = mine
+    bars = (k_ready, k_empty, v_ready, v_empty)
+    for j in range(1, n_full):
         c = kv0 + j
-        stage = c % STAGES
-        prev = (c - 1) % STAGES
-        mbarrier.wait(k_ready.index(stage), (c // STAGES) & 1)
-        _take_turn(turns, turn0 + j, WG, PINGPONG)
-        s_tok = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
-        mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
-        o_tok = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
-        if SUMS_BY_MMA:
-            l_tok = _issue_row_sums(p_op, ones_b, l_i)
-        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
-        # wgmma groups retire in order: PENDING left outstanding means S_j is done and P_{j-1} V_{j-1} may run on.
-        s = warpgroup_mma_wait(PENDING, deps=(s_tok,))
-        mbarrier.arrive(k_empty.index(stage))
-        start = j * BLOCK_N
-        p, m_i, alpha = _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n,
-                                      _needs_mask(start, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
-        if not SUMS_BY_MMA:
-            l_i = l_i * alpha + gl.sum(p, 1)
-        if HEAD_DIM == 128:
-            # A fence: a second wait on the V tile (it has landed, so it returns at once) keeps the softmax
-            # ahead of the wgmma wait. Without it ptxas (12.8, bundled with Triton 3.6; 12.9 alike) schedules
-            # that wait, which nothing in the softmax depends on, right after the row max, and the exponentials
-            # run only once P V has finished. With it they overlap P V: +1.5-2% at head dim 128 from 4k tokens
-            # on the H200, but 1-10% slower at head dim 64, where the other warpgroups' products already hide
-            # the softmax (docs/benchmarks.md, seventh session).
-            mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
-        if SUMS_BY_MMA:
-            acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
-            l_i = l_i * gl.convert_layout(alpha, gl.SliceLayout(1, l_layout), assert_trivial=True)[:, None]
-        else:
-            acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
-        mbarrier.arrive(v_empty.index(prev))
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout), assert_trivial=True)[:, None]
-        p_op = gl.convert_layout(p.to(dtype), p_layout)
-
+        p_op, acc, l_i, m_i = _attend_key_tile(q_smem, k_bufs.index(c % STAGES), v_bufs.index((c - 1) % STAGES),
+                                               bars, c, turns, turn0 + j, p_op, acc, l_i, m_i, s_init, ones_b,
+                                               q_pos, j * BLOCK_N, ctx, first_q_pos, qk_scale, WG, STAGES,
+                                               CAUSAL, PINGPONG, CONSUMERS)
     c = kv0 + mine - 1
     last = c % STAGES
-    mbarrier.wait(v_ready.index(last), (c // STAGES) & 1)
-    _take_turn(turns, turn0 + mine, WG, PINGPONG)
-    o_tok = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
-    if SUMS_BY_MMA:
-        l_tok = _issue_row_sums(p_op, ones_b, l_i)
-        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
-        acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
-        l_i = gl.max(l_i, 1)  # its columns are alike
+    if HALVES:
+        if half:
+            HALF: gl.constexpr = BLOCK_N // 2
+            s_half = gl.zeros([BLOCK_M, HALF], gl.float32, layout=gl.NVMMADistributedLayout(
+                version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, HALF, 16]))
+            p_half, acc, l_i, m_i = _attend_key_tile(q_smem, k_bufs.index(last).slice(0, HALF),
+                                                     v_bufs.index((c - 1) % STAGES), bars, c, turns, turn0 + mine - 1,
+                                                     p_op, acc, l_i, m_i, s_half, ones_b, q_pos, (mine - 1) * BLOCK_N,
+                                                     ctx, first_q_pos, qk_scale, WG, STAGES, CAUSAL, PINGPONG,
+                                                     CONSUMERS)
+            acc, l_i = _last_p_v(p_half, v_bufs.index(last).slice(0, HALF), bars, c, turns, turn0 + mine, acc, l_i,
+                                 ones.slice(0, HALF, dim=1).permute((1, 0)), WG, STAGES, PINGPONG, CONSUMERS)
+        else:
+            acc, l_i = _last_p_v(p_op, v_bufs.index(last), bars, c, turns, turn0 + mine, acc, l_i, ones_b,
+                                 WG, STAGES, PINGPONG, CONSUMERS)
     else:
-        _pass_turn(turns, WG, PINGPONG, CONSUMERS)
-        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
-    mbarrier.arrive(v_empty.index(last))
+        acc, l_i = _last_p_v(p_op, v_bufs.index(last), bars, c, turns, turn0 + mine, acc, l_i, ones_b,
+                             WG, STAGES, PINGPONG, CONSUMERS)
+
+    if SUMS_BY_MMA:
+        l_i = gl.max(l_i, 1)  # its columns are alike
 
     # Tiles past this warpgroup's rows: release each once it has landed (an earlier release could count
     # towards the stage's previous use), and pass the turns the other warpgroups wait for.
