@@ -366,7 +366,7 @@ def _attend_key_tile(q_smem, k_tile, v_prev, bars, c, turns, turn, p_op, acc, l_
     Returns this tile's P as the next P V's A operand, and the updated accumulator, row sums and row max."""
     k_ready, k_empty, v_ready, v_empty = bars
     HEAD_DIM: gl.constexpr = acc.shape[1]
-    SUMS_BY_MMA: gl.constexpr = HEAD_DIM == 64  # see _consume_item
+    SUMS_BY_MMA: gl.constexpr = len(l_i.shape) == 2  # the row sums are a wgmma accumulator (see _consume_item)
     PENDING: gl.constexpr = 2 if SUMS_BY_MMA else 1  # wgmma groups issued after S: P V (and the sums)
     stage = c % STAGES
     prev = (c - 1) % STAGES
@@ -411,7 +411,7 @@ def _last_p_v(p_op, v_tile, bars, c, turns, turn, acc, l_i, ones_b, WG: gl.const
     """The item's last P V, on key tile c (v_tile: its values, all of them or a first part, as many as P has
     columns), on the warpgroup's turn; returns the accumulator and the row sums (as kept by _consume_item)."""
     k_ready, k_empty, v_ready, v_empty = bars
-    SUMS_BY_MMA: gl.constexpr = acc.shape[1] == 64  # see _consume_item
+    SUMS_BY_MMA: gl.constexpr = len(l_i.shape) == 2  # the row sums are a wgmma accumulator (see _consume_item)
     last = c % STAGES
     mbarrier.wait(v_ready.index(last), (c // STAGES) & 1)
     _take_turn(turns, turn, WG, PINGPONG)
@@ -505,12 +505,11 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
     # half is in all their futures, and the warpgroup attends only its first half (without a prefix: the first
     # warpgroup's diagonal tile of every item), saving a masked tile's most expensive half. At head dim 64:
     # +2-3% at 2k tokens on the H200, +0-0.3% at 1k; at head dim 128 it cost 2-5%.
-    HALVES: gl.constexpr = CAUSAL and HEAD_DIM == 64
-    if HALVES:
+    half = False
+    n_full = mine
+    if CAUSAL and HEAD_DIM == 64:
         half = (mine > 1) & (first_q_pos + BLOCK_M <= (mine - 1) * BLOCK_N + BLOCK_N // 2)
         n_full = gl.where(half, mine - 1, mine)
-    else:
-        n_full = mine
     bars = (k_ready, k_empty, v_ready, v_empty)
     for j in range(1, n_full):
         c = kv0 + j
@@ -520,21 +519,16 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
                                                CAUSAL, PINGPONG, CONSUMERS)
     c = kv0 + mine - 1
     last = c % STAGES
-    if HALVES:
-        if half:
-            HALF: gl.constexpr = BLOCK_N // 2
-            s_half = gl.zeros([BLOCK_M, HALF], gl.float32, layout=gl.NVMMADistributedLayout(
-                version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, HALF, 16]))
-            p_half, acc, l_i, m_i = _attend_key_tile(q_smem, k_bufs.index(last).slice(0, HALF),
-                                                     v_bufs.index((c - 1) % STAGES), bars, c, turns, turn0 + mine - 1,
-                                                     p_op, acc, l_i, m_i, s_half, ones_b, q_pos, (mine - 1) * BLOCK_N,
-                                                     ctx, first_q_pos, qk_scale, WG, STAGES, CAUSAL, PINGPONG,
-                                                     CONSUMERS)
-            acc, l_i = _last_p_v(p_half, v_bufs.index(last).slice(0, HALF), bars, c, turns, turn0 + mine, acc, l_i,
-                                 ones.slice(0, HALF, dim=1).permute((1, 0)), WG, STAGES, PINGPONG, CONSUMERS)
-        else:
-            acc, l_i = _last_p_v(p_op, v_bufs.index(last), bars, c, turns, turn0 + mine, acc, l_i, ones_b,
-                                 WG, STAGES, PINGPONG, CONSUMERS)
+    if half:
+        HALF: gl.constexpr = BLOCK_N // 2
+        s_half = gl.zeros([BLOCK_M, HALF], gl.float32, layout=gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, HALF, 16]))
+        p_half, acc, l_i, m_i = _attend_key_tile(q_smem, k_bufs.index(last).slice(0, HALF),
+                                                 v_bufs.index((c - 1) % STAGES), bars, c, turns, turn0 + mine - 1,
+                                                 p_op, acc, l_i, m_i, s_half, ones_b, q_pos, (mine - 1) * BLOCK_N, ctx,
+                                                 first_q_pos, qk_scale, WG, STAGES, CAUSAL, PINGPONG, CONSUMERS)
+        acc, l_i = _last_p_v(p_half, v_bufs.index(last).slice(0, HALF), bars, c, turns, turn0 + mine, acc, l_i,
+                             ones.slice(0, HALF, dim=1).permute((1, 0)), WG, STAGES, PINGPONG, CONSUMERS)
     else:
         acc, l_i = _last_p_v(p_op, v_bufs.index(last), bars, c, turns, turn0 + mine, acc, l_i, ones_b,
                              WG, STAGES, PINGPONG, CONSUMERS)
