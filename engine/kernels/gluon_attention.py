@@ -301,19 +301,25 @@ def _row_max(s):
 
 
 @gluon.jit
-def _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUSAL: gl.constexpr):
+def _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n, masked, CAUSAL: gl.constexpr,
+                  COLUMNS_IN_REGISTERS: gl.constexpr):
     """One tile's online-softmax step on raw scores s: returns unnormalised fp32 probabilities, the new running
     max (log2 domain, scaled) and the factor rescaling the previous accumulator and row sums."""
     s_rows: gl.constexpr = gl.SliceLayout(1, s.type.layout)  # for m_i, q_pos (laid out for whole key tiles)
     if masked:
         # One compare per score against the row's first invisible column (the softmax is bound by instruction
-        # issue at head dim 64, and masked tiles are a fifth of the work of causal runs at 1k).
-        kv_pos = start + offs_n
+        # issue at head dim 64, and masked tiles are a fifth of the work of causal runs at 1k). With
+        # COLUMNS_IN_REGISTERS the tile's column offsets, the same every tile, stay in registers and each row's
+        # limit moves by start instead: 32 fewer instructions per masked tile and thread; three warpgroups' 160
+        # registers would spill them, so there the columns are offset by start.
         if CAUSAL:
-            bound = gl.convert_layout(gl.minimum(q_pos + 1, ctx), s_rows, assert_trivial=True)
-            visible = kv_pos[None, :] < bound[:, None]
+            limit = gl.convert_layout(gl.minimum(q_pos + 1, ctx), s_rows, assert_trivial=True)[:, None]
         else:
-            visible = kv_pos[None, :] < ctx
+            limit = ctx
+        if COLUMNS_IN_REGISTERS:
+            visible = offs_n[None, :] < limit - start
+        else:
+            visible = (start + offs_n)[None, :] < limit
         s = gl.where(visible, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.convert_layout(_row_max(s), m_i.type.layout, assert_trivial=True) * qk_scale)
     alpha = gl.exp2(m_i - m_new)
@@ -383,7 +389,8 @@ def _attend_key_tile(q_smem, k_tile, v_prev, bars, c, turns, turn, p_op, acc, l_
     mbarrier.arrive(k_empty.index(stage))
     offs_n = gl.arange(0, s_init.shape[1], layout=gl.SliceLayout(0, s_init.type.layout))
     p, m_i, alpha = _softmax_tile(s, m_i, q_pos, start, ctx, qk_scale, offs_n,
-                                  _needs_mask(start, ctx, first_q_pos, s_init.shape[1], CAUSAL), CAUSAL)
+                                  _needs_mask(start, ctx, first_q_pos, s_init.shape[1], CAUSAL), CAUSAL,
+                                  CONSUMERS == 2)
     if not SUMS_BY_MMA:
         l_i = l_i * alpha + gl.convert_layout(gl.sum(p, 1), l_i.type.layout, assert_trivial=True)
     if HEAD_DIM == 128:
@@ -394,11 +401,15 @@ def _attend_key_tile(q_smem, k_tile, v_prev, bars, c, turns, turn, p_op, acc, l_
         # on the H200, but 1-10% slower at head dim 64, where the other warpgroups' products already hide
         # the softmax (docs/benchmarks.md, seventh session).
         mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
+    # P (the A operand in registers) is not among the wait's deps: its registers are not written before the wait
+    # anyway (the next P is new values, ptxas allocates the in-flight operand apart; the SASS checked at every
+    # plan shape), and as deps its bf16 halves went through the wait one by one, which cost a PRMT per register
+    # pair every tile at head dim 64 (32 of the loop's 408 instructions per tile; +1-2% causal on the H200).
     if SUMS_BY_MMA:
-        acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
+        acc, l_i = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
         l_i = l_i * gl.convert_layout(alpha, gl.SliceLayout(1, l_i.type.layout), assert_trivial=True)[:, None]
     else:
-        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
     mbarrier.arrive(v_empty.index(prev))
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, acc.type.layout), assert_trivial=True)[:, None]
     p_op = gl.convert_layout(p.to(q_smem.dtype), gl.DotOperandLayout(0, acc.type.layout, 2))
@@ -419,10 +430,10 @@ def _last_p_v(p_op, v_tile, bars, c, turns, turn, acc, l_i, ones_b, WG: gl.const
     if SUMS_BY_MMA:
         l_tok = _issue_row_sums(p_op, ones_b, l_i)
         _pass_turn(turns, WG, PINGPONG, CONSUMERS)
-        acc, l_i, p_op = warpgroup_mma_wait(0, deps=(o_tok, l_tok, p_op))
+        acc, l_i = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
     else:
         _pass_turn(turns, WG, PINGPONG, CONSUMERS)
-        acc, p_op = warpgroup_mma_wait(0, deps=(o_tok, p_op))
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
     mbarrier.arrive(v_empty.index(last))
     return acc, l_i
 
@@ -496,7 +507,7 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
         tma.store_wait(0)
         mbarrier.arrive(prev_q_empty)
     p, m_i, alpha = _softmax_tile(s, m_i, q_pos, 0, ctx, qk_scale, offs_n,
-                                  _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL)
+                                  _needs_mask(0, ctx, first_q_pos, BLOCK_N, CAUSAL), CAUSAL, CONSUMERS == 2)
     if not SUMS_BY_MMA:
         l_i = gl.sum(p, 1)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
