@@ -73,6 +73,11 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+# Triton 3.7 renamed the TMA copies: 3.6 (the H200's, where every figure was measured) has only the old names,
+# 3.9 (what torch 2.13 brings) only the new ones.
+tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
+
 LOG2E = 1.4426950408889634
 WG_M = 64  # query rows per consumer warpgroup
 BLOCK_N = 128
@@ -145,10 +150,10 @@ def _kv_producer(k_desc, v_desc, ring, table, kv_col, n_tiles, kv0,
         # A fresh mbarrier counts as having completed the phase before 0: the first lap does not wait.
         mbarrier.wait(k_empty.index(stage), phase ^ 1)
         mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [row, kv_col], k_ready.index(stage), k_bufs.index(stage))
+        tma_load(k_desc, [row, kv_col], k_ready.index(stage), k_bufs.index(stage))
         mbarrier.wait(v_empty.index(stage), phase ^ 1)
         mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [row, kv_col], v_ready.index(stage), v_bufs.index(stage))
+        tma_load(v_desc, [row, kv_col], v_ready.index(stage), v_bufs.index(stage))
 
 
 @gluon.jit
@@ -202,7 +207,7 @@ def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tabl
                 q = 2 * wg + it % 2
                 mbarrier.wait(q_empty.index(q), ((it // 2) & 1) ^ 1)
                 mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
+                tma_load(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
                                                 q_ready.index(q), q_bufs.index(q))
             table = block_tables + seq.to(gl.int64) * stride_bt
             _kv_producer(k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, kv,
@@ -239,7 +244,7 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
             for wg in gl.static_range(CONSUMERS):
                 q = 2 * wg + it % 2
                 mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
+                tma_load(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
                                                 q_ready.index(q), q_bufs.index(q))
             table = block_tables + seq.to(gl.int64) * stride_bt
             _kv_producer(k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, kv,
@@ -568,7 +573,7 @@ def _consume_item(q_smem, q_bar, q_phase, ring, turns, outs, rows, head, prefix,
         # it (the next item's first tile, or the end of the program).
         q_smem.store(acc.to(dtype))
         fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [q_start + row0, head * HEAD_DIM], q_smem)
+        tma_store(o_desc, [q_start + row0, head * HEAD_DIM], q_smem)
     else:
         # A TMA store would spill into the next sequence's rows: masked, coalesced stores (16 bytes per thread
         # along the head dim).
@@ -595,7 +600,7 @@ def _attention_consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, PINGPONG: 
     q_start, n_new, tile_row = rows
     row0 = tile_row + WG * BLOCK_M
     mbarrier.expect(q_bars.index(WG), q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [q_start + row0, head * HEAD_DIM], q_bars.index(WG), q_bufs.index(WG))
+    tma_load(q_desc, [q_start + row0, head * HEAD_DIM], q_bars.index(WG), q_bufs.index(WG))
     _consume_item(q_bufs.index(WG), q_bars.index(WG), 0, ring, turns, out, (q_start, n_new, row0), head, prefix,
                   ctx, n_tiles, 0, 0, qk_scale, stride_ot, stride_oh, q_bars.index(WG), False,
                   WG, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, CAUSAL, PINGPONG, CONSUMERS, num_warps)
@@ -877,6 +882,32 @@ def _plan(head_dim: int, causal: bool, max_new_tokens: int, uniform: bool) -> tu
     return 2, "dynamic"
 
 
+def _kernel_arguments(out, query, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, work_queue, scale,
+                      config: _Config, num_m_tiles: int, causal: bool, pingpong: bool,
+                      schedule: str) -> tuple[tuple, dict]:
+    """``_prefill_kernel``'s positional arguments and compile-time keywords for one call (shared with the
+    compile-only test, which builds them from CPU tensors)."""
+    num_tokens, num_heads, head_dim = query.shape
+    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
+    num_seqs = cu_seqlens_q.shape[0] - 1
+    cache_rows = num_blocks * block_size
+    args = (
+        _descriptor(query, num_tokens, WG_M, head_dim),
+        _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
+        _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
+        _descriptor(out, num_tokens, WG_M, head_dim),
+        out, cu_seqlens_q, context_lens, block_tables, work_queue, scale * LOG2E,
+        out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles, num_seqs, num_m_tiles * num_seqs * num_heads,
+    )
+    meta = dict(
+        GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
+        BLOCK_M=config.block_m, BLOCK_N=BLOCK_N, STAGES=config.stages, CAUSAL=causal, PINGPONG=pingpong,
+        PERSISTENT=schedule != "per_item", DYNAMIC=schedule == "dynamic", CONSUMER_REGS=config.consumer_regs,
+        PRODUCER_REGS=config.producer_regs, num_warps=CONSUMER_WARPS, maxnreg=config.maxnreg,
+    )
+    return args, meta
+
+
 def prefill_attention(
     query: torch.Tensor,
     k_cache: torch.Tensor,
@@ -903,7 +934,6 @@ def prefill_attention(
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
     num_tokens, num_heads, head_dim = query.shape
-    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)  # dense: the TMA store's rows
     if num_tokens == 0:
         return out
@@ -925,17 +955,7 @@ def prefill_attention(
         grid = (min(_num_sms(device), num_items),)
     else:
         grid = (num_m_tiles, num_seqs, num_heads)
-    cache_rows = num_blocks * block_size
-    _prefill_kernel[grid](
-        _descriptor(query, num_tokens, WG_M, head_dim),
-        _descriptor(k_cache, cache_rows, BLOCK_N, head_dim),
-        _descriptor(v_cache, cache_rows, BLOCK_N, head_dim),
-        _descriptor(out, num_tokens, WG_M, head_dim),
-        out, cu_seqlens_q, context_lens, block_tables, _work_queue(device), scale * LOG2E,
-        out.stride(0), out.stride(1), block_tables.stride(0), num_m_tiles, num_seqs, num_items,
-        GROUP=num_heads // num_kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim,
-        BLOCK_M=config.block_m, BLOCK_N=BLOCK_N, STAGES=config.stages, CAUSAL=causal, PINGPONG=pingpong,
-        PERSISTENT=schedule != "per_item", DYNAMIC=schedule == "dynamic", CONSUMER_REGS=config.consumer_regs,
-        PRODUCER_REGS=config.producer_regs, num_warps=CONSUMER_WARPS, maxnreg=config.maxnreg,
-    )
+    args, meta = _kernel_arguments(out, query, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
+                                   _work_queue(device), scale, config, num_m_tiles, causal, pingpong, schedule)
+    _prefill_kernel[grid](*args, **meta)
     return out
