@@ -29,10 +29,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.kernels import gluon_attention as ga  # noqa: E402
 
-# (head dim, causal, consumer warpgroups, schedule): every combination engine.kernels.gluon_attention._plan picks.
-PLANNED_SHAPES = [(64, False, 2, "dynamic"), (64, False, 3, "static"), (64, True, 2, "dynamic"),
-                  (64, True, 3, "dynamic"), (128, False, 2, "dynamic"), (128, True, 2, "dynamic")]
+# (head dim, causal, consumer warpgroups, schedule): every combination the plan picks, for runs short and long,
+# uniform and mixed.
+PLANNED_SHAPES = sorted({(dim, causal, *ga._plan(dim, causal, new_tokens, uniform)) for dim in (64, 128)
+                         for causal in (False, True) for new_tokens in (256, 1024, ga.LONG_RUN)
+                         for uniform in (False, True)})
 ALL_SHAPES = [(dim, causal, consumers, schedule) for dim in (64, 128) for causal in (False, True)
               for consumers in ((2, 3) if dim == 64 else (2,)) for schedule in ("dynamic", "static", "per_item")]
 SASS_LINE = re.compile(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]*)\s*([^;]*);", re.M)
@@ -69,8 +72,6 @@ def use_sm90_target() -> None:
 def compile_shape(head_dim: int, causal: bool, consumers: int, schedule: str):
     """The compiled kernel for one launch shape, built from CPU tensors of a small varlen case with a prefix."""
     import triton
-
-    from engine.kernels import gluon_attention as ga
 
     heads, kv_heads, block = 4, 2, 256
     new, lens = [700, 300], [1100, 300]

@@ -207,8 +207,8 @@ def _persistent_producer(q_desc, k_desc, v_desc, ring, q_ring, sched, block_tabl
                 q = 2 * wg + it % 2
                 mbarrier.wait(q_empty.index(q), ((it // 2) & 1) ^ 1)
                 mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
-                tma_load(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
-                                                q_ready.index(q), q_bufs.index(q))
+                tma_load(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM], q_ready.index(q),
+                         q_bufs.index(q))
             table = block_tables + seq.to(gl.int64) * stride_bt
             _kv_producer(k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, kv,
                          BLOCK_SIZE, BLOCK_N, STAGES)
@@ -244,8 +244,8 @@ def _dynamic_producer(q_desc, k_desc, v_desc, ring, q_ring, item_ring, sched, wo
             for wg in gl.static_range(CONSUMERS):
                 q = 2 * wg + it % 2
                 mbarrier.expect(q_ready.index(q), q_desc.block_type.nbytes)
-                tma_load(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM],
-                                                q_ready.index(q), q_bufs.index(q))
+                tma_load(q_desc, [q_start + tile * BLOCK_M + wg * WG_M, head * HEAD_DIM], q_ready.index(q),
+                         q_bufs.index(q))
             table = block_tables + seq.to(gl.int64) * stride_bt
             _kv_producer(k_desc, v_desc, ring, table, (head // GROUP) * HEAD_DIM, n_tiles, kv,
                          BLOCK_SIZE, BLOCK_N, STAGES)
@@ -407,9 +407,10 @@ def _attend_key_tile(q_smem, k_tile, v_prev, bars, c, turns, turn, p_op, acc, l_
         # the softmax (docs/benchmarks.md, seventh session).
         mbarrier.wait(v_ready.index(prev), ((c - 1) // STAGES) & 1)
     # P (the A operand in registers) is not among the wait's deps: its registers are not written before the wait
-    # anyway (the next P is new values, ptxas allocates the in-flight operand apart; the SASS checked at every
-    # plan shape), and as deps its bf16 halves went through the wait one by one, which cost a PRMT per register
-    # pair every tile at head dim 64 (32 of the loop's 408 instructions per tile; +1-2% causal on the H200).
+    # anyway (the next P is new values, and ptxas keeps an in-flight operand's registers apart, which
+    # tests/engine/test_gluon_compile.py checks in the SASS of every planned shape), and as deps its bf16 halves
+    # went through the wait one by one, which cost a PRMT per register pair every tile at head dim 64 (32 of
+    # the loop's 408 instructions per tile; +1-2% causal on the H200).
     if SUMS_BY_MMA:
         acc, l_i = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
         l_i = l_i * gl.convert_layout(alpha, gl.SliceLayout(1, l_i.type.layout), assert_trivial=True)[:, None]
@@ -885,8 +886,8 @@ def _plan(head_dim: int, causal: bool, max_new_tokens: int, uniform: bool) -> tu
 def _kernel_arguments(out, query, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, work_queue, scale,
                       config: _Config, num_m_tiles: int, causal: bool, pingpong: bool,
                       schedule: str) -> tuple[tuple, dict]:
-    """``_prefill_kernel``'s positional arguments and compile-time keywords for one call (shared with the
-    compile-only test, which builds them from CPU tensors)."""
+    """``_prefill_kernel``'s positional arguments and compile-time keywords for one call (shared with
+    benchmarks/gluon_sass.py, which compiles the kernel from CPU tensors)."""
     num_tokens, num_heads, head_dim = query.shape
     num_blocks, block_size, num_kv_heads, _ = k_cache.shape
     num_seqs = cu_seqlens_q.shape[0] - 1
