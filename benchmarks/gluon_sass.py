@@ -27,6 +27,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+import triton
+import triton.backends.nvidia
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.driver import CudaDriver
+from triton.runtime import driver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.kernels import gluon_attention as ga  # noqa: E402
@@ -39,6 +44,7 @@ PLANNED_SHAPES = sorted({(dim, causal, *ga._plan(dim, causal, new_tokens, unifor
 ALL_SHAPES = [(dim, causal, consumers, schedule) for dim in (64, 128) for causal in (False, True)
               for consumers in ((2, 3) if dim == 64 else (2,)) for schedule in ("dynamic", "static", "per_item")]
 SASS_LINE = re.compile(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]*)\s*([^;]*);", re.M)
+CUOBJDUMP = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
 COUNTED = ("HGMMA", "MUFU", "FFMA", "FMUL", "FADD", "FMNMX", "F2FP", "PRMT", "FSEL", "ISETP", "SHFL", "BAR", "STL",
            "LDL")
 
@@ -46,9 +52,6 @@ COUNTED = ("HGMMA", "MUFU", "FFMA", "FMUL", "FADD", "FMNMX", "F2FP", "PRMT", "FS
 def use_sm90_target() -> None:
     """Point Triton's driver at an sm_90 target without loading libcuda (on a Hopper machine this matches what
     the real driver answers)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.driver import CudaDriver
-    from triton.runtime import driver
 
     class HopperWithoutGpu(CudaDriver):
         def __init__(self):
@@ -71,8 +74,6 @@ def use_sm90_target() -> None:
 
 def compile_shape(head_dim: int, causal: bool, consumers: int, schedule: str):
     """The compiled kernel for one launch shape, built from CPU tensors of a small varlen case with a prefix."""
-    import triton
-
     heads, kv_heads, block = 4, 2, 256
     new, lens = [700, 300], [1100, 300]
     blocks = sum(-(-n // block) for n in lens)
@@ -89,13 +90,10 @@ def compile_shape(head_dim: int, causal: bool, consumers: int, schedule: str):
 
 
 def sass_of(kernel) -> str:
-    import triton.backends.nvidia
-
-    cuobjdump = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(kernel.asm["cubin"])
         cubin.flush()
-        return subprocess.run([cuobjdump, "-sass", cubin.name], check=True, capture_output=True, text=True).stdout
+        return subprocess.run([CUOBJDUMP, "-sass", cubin.name], check=True, capture_output=True, text=True).stdout
 
 
 def written_registers(opcode: str, operands: str) -> set[int]:
@@ -153,6 +151,8 @@ def main() -> None:
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("TRITON_INTERPRET=1 turns Triton's library functions into interpreted ones, which do not "
                  "compile: unset it for this script")
+    if not os.path.exists(CUOBJDUMP):
+        sys.exit(f"no cuobjdump at {CUOBJDUMP}: this Triton wheel does not ship NVIDIA's binary tools")
     use_sm90_target()
     if args.sass_dir:
         args.sass_dir.mkdir(parents=True, exist_ok=True)
